@@ -1,0 +1,46 @@
+"""net: Python processes that find each other on a LAN and call each other's functions.
+
+    @net.connect()
+    def render(frame): ...
+
+    render(12, peer=some_peer_id)     # runs on that peer, returns its result
+"""
+from __future__ import annotations
+
+import logging as _logging
+
+from . import config as _config
+from .errors import (AuthError, Cancelled, ConfigError, InvalidConnection, MessageTooLarge, NetError,
+                     PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
+                     VersionMismatch)
+from .api import cancelled, connect, flag, timeout
+from .peer import Peer
+from . import peer
+from .defaults.handlers import connections, info, null, pass_through
+from . import defaults as _defaults  # noqa: F401  (registers the built-in flags)
+
+__version__ = "0.1.0"
+
+# Settings as package attributes: net.PORT_START, net.GROUP, ... (see net.config).
+globals().update(_config.VALUES)
+
+_log = _logging.getLogger("net")
+_log.addHandler(_logging.NullHandler())
+if _config.VALUES["DEV"]:
+    _log.setLevel(_logging.DEBUG)
+    if not any(isinstance(h, _logging.StreamHandler) for h in _log.handlers):
+        _handler = _logging.StreamHandler()
+        _handler.setFormatter(_logging.Formatter("%(asctime)s net %(levelname)s %(message)s"))
+        _log.addHandler(_handler)
+
+__all__ = [
+    # decorators and functions
+    "connect", "flag", "timeout", "cancelled", "Peer", "peer",
+    # defaults
+    "info", "pass_through", "null", "connections",
+    # errors
+    "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
+    "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
+    # settings
+    *[_s.name for _s in _config.SETTINGS],
+]

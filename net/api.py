@@ -1,0 +1,121 @@
+"""The decorators and helpers users write: ``@net.connect``, ``@net.flag``, ``net.timeout``.
+
+A connected function stays a plain local function; given ``peer=`` it runs on
+that peer instead. ``peer`` may be a peer id (bytes or str), ``"host:port"``,
+a ``(host, port)`` tuple, an entry from ``net.peers()`` (anything with
+``host`` and ``port``), or a peer object.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+from . import client, context, registry
+from .peer import Peer, _Peer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def resolve(target: Any) -> tuple[str, int]:
+    """Where a ``peer=`` value points: ``(host, port)``. ValueError if it points nowhere."""
+    if isinstance(target, _Peer):
+        return target.host, int(target.port or 0)
+    if isinstance(target, (bytes, str)):
+        text = target.decode("ascii", "replace") if isinstance(target, bytes) else target
+        try:
+            decoded = _Peer.decode_id(target)
+            return decoded["host"], decoded["port"]
+        except ValueError:
+            pass
+        host, sep, port = text.rpartition(":")
+        if sep and port.isdigit():
+            return host.strip("[]"), int(port)
+        raise ValueError(f"peer {target!r} is neither a peer id nor 'host:port'")
+    if isinstance(target, (tuple, list)) and len(target) == 2 and str(target[1]).isdigit():
+        return str(target[0]), int(target[1])
+    if isinstance(target, Mapping) and "host" in target and "port" in target:
+        return str(target["host"]), int(target["port"])
+    host, port = getattr(target, "host", None), getattr(target, "port", None)
+    if host is not None and port is not None:
+        return str(host), int(port)
+    raise ValueError(f"cannot call peer {target!r}: pass a peer id, 'host:port', (host, port) "
+                     f"or an entry of net.peers()")
+
+
+class Connection:
+    """A function registered with ``@net.connect``: call it locally, or on a peer with ``peer=``."""
+
+    def __init__(self, function: Callable[..., Any], tag: str | None = None):
+        self.function = function
+        self.tag = tag
+        self.key = registry.add_connection(function, tag)
+        self.name = registry.name_of(self.key)
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, peer: Any = None, **kwargs: Any) -> Any:
+        if peer is None:
+            return self.function(*args, **kwargs)
+        host, port = resolve(peer)
+        return client.call(host, port, self.key, list(args), kwargs, target=peer)
+
+    def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Start the call on ``peer`` and return a Future at once."""
+        host, port = resolve(peer)
+        return client.submit(host, port, self.key, list(args), kwargs, target=peer)
+
+    async def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Any:
+        """``await`` the call on ``peer`` without blocking the running event loop."""
+        host, port = resolve(peer)
+        return await client.acall(host, port, self.key, list(args), kwargs, target=peer)
+
+    def __repr__(self) -> str:
+        return f"<net connection {self.name}>"
+
+
+def connect(tag: str | Callable[..., Any] | None = None) -> Callable[[F], Connection]:
+    """Register a function as a connection other peers can call (and start this peer).
+
+    ``@net.connect()`` keys it by ``module.function``; ``@net.connect("Tag")``
+    by the tag, so renamed functions in different code bases still match.
+    """
+    if callable(tag):               # bare @net.connect
+        return connect()(tag)       # type: ignore[return-value]
+
+    def register(function: F) -> Connection:
+        connection = Connection(function, tag)
+        Peer()
+        return connection
+
+    return register
+
+
+def builtin_connection(function: F) -> Connection:
+    """Register one of net's own handlers without starting the peer at import."""
+    return Connection(function)
+
+
+def flag(name: str) -> Callable[[F], F]:
+    """Register ``handler(connection, peer)`` to run when a call returns ``Peer().get_flag(name)``."""
+    def register(handler: F) -> F:
+        registry.add_flag(name, handler)
+        return handler
+
+    return register
+
+
+@contextlib.contextmanager
+def timeout(seconds: float | None) -> Iterator[None]:
+    """Deadline for remote calls made in this block (this thread/task only); None: no deadline."""
+    if seconds is not None and seconds <= 0:
+        raise ValueError("timeout must be > 0 seconds, or None")
+    token = context.call_timeout.set(seconds)
+    try:
+        yield
+    finally:
+        context.call_timeout.reset(token)
+
+
+cancelled = context.cancelled

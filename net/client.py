@@ -1,0 +1,423 @@
+"""The calling side: pooled persistent connections to other peers, with request ids.
+
+One :class:`OutboundConnection` per remote ``(host, port)`` carries every call
+from every thread of this process at once: each call gets a request id, a
+reader thread routes replies back to whoever waits for them (a blocked
+thread, a Future, an asyncio future). A heartbeat monitor pings connections
+with calls in flight and declares a connection dead when it hears nothing
+for ``NET_HEARTBEAT`` seconds, so a frozen or vanished peer never hangs a
+caller that set no deadline.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from . import config, identity, registry, transport, wire
+from .errors import Cancelled, NetError, PeerUnreachable, ProtocolError, RemoteError, Timeout
+from .wire import Kind
+
+log = logging.getLogger("net")
+
+
+class Retired(PeerUnreachable):
+    """The peer closed an idle connection (GOODBYE) before reading this call: safe to resend."""
+
+
+class Pending:
+    """Someone waiting for the reply to one request."""
+
+    __slots__ = ()
+
+    def deliver(self, frame: wire.Frame) -> None:
+        raise NotImplementedError
+
+    def fail(self, error: NetError) -> None:
+        raise NotImplementedError
+
+
+class Waiter(Pending):
+    """A blocked thread: a pre-acquired lock is the cheapest one-shot signal in CPython."""
+
+    __slots__ = ("_lock", "frame", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.frame: wire.Frame | None = None
+        self.error: NetError | None = None
+
+    def deliver(self, frame: wire.Frame) -> None:
+        self.frame = frame
+        self._lock.release()
+
+    def fail(self, error: NetError) -> None:
+        if self.frame is None and self.error is None:
+            self.error = error
+            self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
+
+
+class FutureWaiter(Pending):
+    """Resolves a ``concurrent.futures.Future`` via ``finish`` (run off the reader thread)."""
+
+    __slots__ = ("future", "finish")
+
+    def __init__(self, future: concurrent.futures.Future, finish: Callable[[wire.Frame], Any]):
+        self.future = future
+        self.finish = finish
+
+    def deliver(self, frame: wire.Frame) -> None:
+        if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
+            # Flag handlers may call other peers: never run them on the reader thread.
+            threading.Thread(target=self._settle, args=(frame,), daemon=True).start()
+        else:
+            self._settle(frame)
+
+    def _settle(self, frame: wire.Frame) -> None:
+        if self.future.done():
+            return
+        try:
+            self.future.set_result(self.finish(frame))
+        except BaseException as exc:
+            self.future.set_exception(exc)
+
+    def fail(self, error: NetError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class AsyncWaiter(Pending):
+    """Hands the frame to an asyncio future on its own loop (thread-safe)."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.loop = loop
+        self.future = future
+
+    def deliver(self, frame: wire.Frame) -> None:
+        self.loop.call_soon_threadsafe(self._set, frame, None)
+
+    def fail(self, error: NetError) -> None:
+        self.loop.call_soon_threadsafe(self._set, None, error)
+
+    def _set(self, frame: wire.Frame | None, error: NetError | None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(frame)
+
+
+class OutboundConnection:
+    """A persistent connection to one remote peer, shared by all threads."""
+
+    def __init__(self, pool: "Pool", host: str, port: int):
+        self.pool = pool
+        self.host = host
+        self.port = port
+        self.where = f"{host}:{port}"
+        sock = transport.connect(host, port, config.get("CONNECT_TIMEOUT"))
+        self.framed = transport.FramedSocket(sock, self.where, config.get("MAX_MESSAGE"))
+        self.pending: dict[int, Pending] = {}
+        self._ids = itertools.count(1)
+        self.last_heard = time.monotonic()
+        self.last_ping = 0.0
+        self.dead: NetError | None = None
+        self.calls_started = 0
+        self._reader = threading.Thread(target=self._read_loop, daemon=True, name=f"net-client-{self.where}")
+        self._reader.start()
+
+    def next_id(self) -> int:
+        request_id = next(self._ids) & wire.MAX_REQUEST_ID
+        return request_id or next(self._ids) & wire.MAX_REQUEST_ID
+
+    def send_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
+                  kind: Kind = Kind.CALL, options: dict[str, Any] | None = None) -> int:
+        """Register ``pending`` and send the call; raises before anything is registered if it can't go."""
+        if self.dead is not None:
+            raise self.dead
+        request_id = self.next_id()
+        header, body = wire.encode_frame(kind, request_id, [key, args, kwargs, options or {}],
+                                         max_message=self.framed.max_message)
+        if not self.pending:
+            self.last_heard = time.monotonic()      # the silence clock starts when someone waits
+        self.pending[request_id] = pending
+        try:
+            self.framed.send_encoded(header, body)
+        except NetError as exc:
+            self.pending.pop(request_id, None)
+            self._die(exc)
+            raise
+        self.calls_started += 1
+        return request_id
+
+    def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Fire-and-forget call (no reply): used for event deliveries."""
+        if self.dead is not None:
+            raise self.dead
+        try:
+            self.framed.send(Kind.NOTIFY, 0, [key, args, kwargs, {}])
+        except (TypeError, ValueError):
+            raise
+        except NetError as exc:
+            self._die(exc)
+            raise
+
+    def abandon(self, request_id: int) -> None:
+        """Stop waiting for a request and tell the peer to cancel it."""
+        if self.pending.pop(request_id, None) is not None and self.dead is None:
+            try:
+                self.framed.send(Kind.CANCEL, request_id)
+            except NetError:
+                pass
+
+    def ping(self) -> None:
+        self.last_ping = time.monotonic()
+        try:
+            self.framed.send(Kind.PING, 0)
+        except NetError as exc:
+            self._die(exc)
+
+    def _read_loop(self) -> None:
+        framed = self.framed
+        pending = self.pending
+        try:
+            while True:
+                frame = framed.receive()
+                if frame is None:
+                    raise PeerUnreachable(f"{self.where} closed the connection", peer=self.where)
+                self.last_heard = time.monotonic()
+                kind = frame.kind
+                if kind is Kind.RESULT or kind is Kind.ERROR or kind is Kind.STREAM_END:
+                    waiter = pending.pop(frame.request_id, None)
+                elif kind is Kind.STREAM_ITEM:
+                    waiter = pending.get(frame.request_id)
+                elif kind is Kind.PING:
+                    framed.send(Kind.PONG, frame.request_id)
+                    continue
+                elif kind is Kind.PONG:
+                    continue
+                elif kind is Kind.GOODBYE:
+                    reason = frame.payload.get("reason") if isinstance(frame.payload, dict) else None
+                    raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
+                else:
+                    raise ProtocolError(f"{self.where} sent an unexpected {kind.name} frame")
+                if waiter is not None:
+                    waiter.deliver(frame)
+        except NetError as exc:
+            if isinstance(exc, ProtocolError):
+                log.warning("net: dropping connection to %s: %s", self.where, exc)
+                exc = PeerUnreachable(f"{self.where} broke the protocol: {exc}", peer=self.where)
+            self._die(exc)
+        except Exception as exc:        # never let the reader die silently with callers waiting
+            log.exception("net: reader for %s failed", self.where)
+            self._die(PeerUnreachable(f"connection to {self.where} failed: {exc}", peer=self.where))
+
+    def _die(self, error: NetError) -> None:
+        if self.dead is None:
+            self.dead = error
+        self.pool.discard(self)
+        self.framed.close()
+        while self.pending:
+            try:
+                _, waiter = self.pending.popitem()
+            except KeyError:
+                break
+            waiter.fail(error)
+
+    def close(self) -> None:
+        self._die(PeerUnreachable(f"connection to {self.where} was closed by this process", peer=self.where))
+
+
+class Pool:
+    """Process-wide connections, one per remote (host, port), plus their heartbeat monitor."""
+
+    def __init__(self) -> None:
+        self._connections: dict[tuple[str, int], OutboundConnection] = {}
+        self._lock = threading.Lock()
+        self._dialing: dict[tuple[str, int], threading.Lock] = {}
+        self._monitor: threading.Thread | None = None
+
+    def get(self, host: str, port: int) -> OutboundConnection:
+        address = (host, port)
+        connection = self._connections.get(address)
+        if connection is not None and connection.dead is None:
+            return connection
+        with self._lock:
+            dial_lock = self._dialing.setdefault(address, threading.Lock())
+        with dial_lock:             # one dial per address at a time; others reuse its result
+            connection = self._connections.get(address)
+            if connection is not None and connection.dead is None:
+                return connection
+            connection = OutboundConnection(self, host, port)
+            with self._lock:
+                self._connections[address] = connection
+                if self._monitor is None or not self._monitor.is_alive():
+                    self._monitor = threading.Thread(target=self._watch, daemon=True, name="net-heartbeat")
+                    self._monitor.start()
+            return connection
+
+    def discard(self, connection: OutboundConnection) -> None:
+        with self._lock:
+            address = (connection.host, connection.port)
+            if self._connections.get(address) is connection:
+                del self._connections[address]
+
+    def connections(self) -> list[OutboundConnection]:
+        with self._lock:
+            return list(self._connections.values())
+
+    def close_all(self) -> None:
+        for connection in self.connections():
+            connection.close()
+
+    def _watch(self) -> None:
+        """Ping connections that have callers waiting; kill those silent past NET_HEARTBEAT."""
+        while True:
+            limit = config.get("HEARTBEAT")
+            time.sleep(min(1.0, limit / 4))
+            connections = self.connections()
+            if not connections:
+                with self._lock:
+                    if not self._connections:
+                        self._monitor = None
+                        return
+                continue
+            now = time.monotonic()
+            for connection in connections:
+                if not connection.pending:
+                    continue
+                silent = now - connection.last_heard
+                if silent > limit:
+                    connection._die(PeerUnreachable(
+                        f"{connection.where} stopped answering: nothing heard for {silent:.1f}s "
+                        f"with calls in flight (NET_HEARTBEAT={limit:g})", peer=connection.where))
+                elif silent > limit / 3 and now - connection.last_ping > limit / 3:
+                    connection.ping()
+
+
+POOL = Pool()
+
+
+def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
+    """Turn a reply frame into the call's result, or raise what the remote raised."""
+    if frame.kind is Kind.RESULT:
+        value = frame.payload
+        if isinstance(value, wire.Flag):
+            handler = registry.FLAGS.get(identity.key(value.name))
+            if handler is None:
+                raise ProtocolError(f"{where} answered with flag {value.name!r}, which this process "
+                                    f"does not know")
+            return handler(registry.name_of(key), target)
+        return value
+    if frame.kind is Kind.ERROR:
+        error = frame.payload if isinstance(frame.payload, dict) else {}
+        raise RemoteError(str(error.get("type", "Error")), str(error.get("message", "")),
+                          str(error.get("traceback", "")), peer=where, connection=registry.name_of(key))
+    raise ProtocolError(f"{where} answered a call with a {frame.kind.name} frame")
+
+
+def effective_timeout() -> float | None:
+    from .context import call_timeout
+    timeout = call_timeout.get()
+    return timeout if timeout is not None else config.get("TIMEOUT")
+
+
+def call(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
+         target: Any = None, timeout: float | None = None) -> Any:
+    """Run connection ``key`` on the peer at host:port and return its result (blocking)."""
+    if timeout is None:
+        timeout = effective_timeout()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for attempt in (1, 2):
+        connection = POOL.get(host, port)
+        reused = connection.calls_started > 0
+        waiter = Waiter()
+        try:
+            request_id = connection.send_call(key, args, kwargs, waiter)
+        except PeerUnreachable:
+            if reused and attempt == 1:     # a stale pooled socket: the call never left, dial again
+                continue
+            raise
+        remaining = None if deadline is None else deadline - time.monotonic()
+        try:
+            arrived = waiter.wait(remaining)
+        except BaseException:               # KeyboardInterrupt while waiting: cancel remotely
+            connection.abandon(request_id)
+            raise
+        if not arrived:
+            connection.abandon(request_id)
+            raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
+                          f"within {timeout:g}s", peer=connection.where)
+        if waiter.error is not None:
+            if isinstance(waiter.error, Retired) and attempt == 1:
+                continue
+            raise type(waiter.error)(str(waiter.error), peer=connection.where) \
+                if isinstance(waiter.error, (PeerUnreachable, Timeout)) else waiter.error
+        assert waiter.frame is not None
+        return finish(waiter.frame, connection.where, key, target)
+    raise PeerUnreachable(f"could not reach {host}:{port}", peer=f"{host}:{port}")
+
+
+def submit(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
+           target: Any = None, timeout: float | None = None) -> concurrent.futures.Future:
+    """Start a call and return a Future; cancelling the Future cancels the remote call."""
+    if timeout is None:
+        timeout = effective_timeout()
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    connection = POOL.get(host, port)
+    where = connection.where
+    waiter = FutureWaiter(future, lambda frame: finish(frame, where, key, target))
+    request_id = connection.send_call(key, args, kwargs, waiter)
+
+    def on_done(done: concurrent.futures.Future) -> None:
+        if done.cancelled():
+            connection.abandon(request_id)
+
+    future.add_done_callback(on_done)
+    if timeout is not None:
+        def expire() -> None:
+            if not future.done():
+                connection.abandon(request_id)
+                waiter.fail(Timeout(f"call to {registry.name_of(key)} on {where} did not finish "
+                                    f"within {timeout:g}s", peer=where))
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        future.add_done_callback(lambda _: timer.cancel())
+    return future
+
+
+async def acall(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
+                target: Any = None, timeout: float | None = None) -> Any:
+    """Await a call from a running event loop; no thread is parked per call in flight."""
+    if timeout is None:
+        timeout = effective_timeout()
+    loop = asyncio.get_running_loop()
+    connection = POOL._connections.get((host, port))
+    if connection is None or connection.dead is not None:
+        connection = await loop.run_in_executor(None, POOL.get, host, port)    # dialing blocks
+    future: asyncio.Future = loop.create_future()
+    request_id = connection.send_call(key, args, kwargs, AsyncWaiter(loop, future))
+    try:
+        frame = await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        connection.abandon(request_id)
+        raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
+                      f"within {timeout:g}s", peer=connection.where) from None
+    except asyncio.CancelledError:
+        connection.abandon(request_id)
+        raise
+    if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
+        return await loop.run_in_executor(None, finish, frame, connection.where, key, target)
+    return finish(frame, connection.where, key, target)

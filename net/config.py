@@ -1,0 +1,179 @@
+"""Every ``NET_*`` setting, declared once with its type, default and meaning.
+
+Values are read from the environment when ``net`` is imported; a malformed
+value raises :class:`net.ConfigError` naming the variable and the value.
+They are exposed as attributes of the ``net`` package (``net.PORT_START``)
+and may be reassigned there before the peer starts (``net.GROUP = "x"``);
+:func:`get` reads the current value.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("expected a TCP port 1-65535")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
+def _seconds_or_none(text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "0", "off"):
+        return None
+    value = float(text)
+    if value <= 0:
+        raise ValueError("expected seconds > 0, or 'none'")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("expected seconds > 0")
+    return value
+
+
+def _text_or_none(text: str) -> str | None:
+    return text if text != "" else None
+
+
+def _host(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError("expected an address or host name")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str                       # attribute name on the net package; env var is NET_<name>
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+
+    @property
+    def env(self) -> str:
+        return "NET_" + self.name
+
+
+def detect_lan_address() -> str:
+    """This machine's LAN address, never loopback merely because the hostname maps there.
+
+    1. the source address the kernel would use for an outward route (a UDP
+       ``connect`` only consults the routing table; it sends no packet);
+    2. else the first non-loopback IPv4 address of any interface;
+    3. else ``127.0.0.1``.
+    """
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.255", 9))   # TEST-NET-1: routing lookup only, nothing is sent
+        address = probe.getsockname()[0]
+        if address and not address.startswith("127.") and address != "0.0.0.0":
+            return address
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    try:
+        import ifaddr
+        for adapter in ifaddr.get_adapters():
+            for ip in adapter.ips:
+                if ip.is_IPv4 and not str(ip.ip).startswith("127."):
+                    return str(ip.ip)
+    except Exception:   # ifaddr missing or the OS refused: fall through to loopback
+        pass
+    return "127.0.0.1"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("THREAD_LIMIT", _positive_int, 5,
+            "threads that share a network scan; also the number of event deliveries in flight"),
+    Setting("PORT_START", _port, 3010, "first port a peer tries to bind"),
+    Setting("PORT_RANGE", _non_negative_int, 5,
+            "ports tried after PORT_START: the peer binds the first free of START..START+RANGE"),
+    Setting("GROUP", _text_or_none, None, "the group this peer belongs to (shown as 'None' in ids when unset)"),
+    Setting("IS_HUB", _bool, False, "mark this peer as a hub"),
+    Setting("DEV", _bool, False, "log at DEBUG level on the 'net' logger"),
+    Setting("HOST", _host, None, "address advertised in this peer's id (default: the LAN address)"),
+    Setting("BIND", _host, "0.0.0.0", "address the server listens on (0.0.0.0: this machine and the LAN)"),
+    Setting("TIMEOUT", _seconds_or_none, None,
+            "default deadline of a remote call in seconds ('none': no deadline, liveness by heartbeat)"),
+    Setting("CONNECT_TIMEOUT", _seconds, 3.0, "seconds to open a TCP connection to a peer"),
+    Setting("HEARTBEAT", _seconds, 10.0,
+            "a connection with calls in flight that hears nothing for this long is declared dead"),
+    Setting("MAX_MESSAGE", _positive_int, 256 * 1024 * 1024, "largest message in bytes, either direction"),
+    Setting("WORKERS", _positive_int, 64, "threads that run synchronous handlers (bounded pool)"),
+    Setting("MAX_CONNECTIONS", _positive_int, 1024, "inbound connections a peer accepts at once"),
+    Setting("HANDSHAKE_TIMEOUT", _seconds, 5.0, "seconds a new inbound connection has to introduce itself"),
+    Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,
+            "inbound connections with nothing in flight are closed after this many idle seconds"),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Parse every setting from ``environ`` (default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is None:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+    if values["HOST"] is None:
+        values["HOST"] = detect_lan_address()
+    return values
+
+
+VALUES = load()
+
+
+def get(name: str) -> Any:
+    """Current value of a setting: the ``net`` package attribute if reassigned, else the loaded one."""
+    package = sys.modules.get("net")
+    if package is not None and name in package.__dict__:
+        return package.__dict__[name]
+    return VALUES[name]
+
+
+def dump() -> dict[str, Any]:
+    """Every setting's current value, keyed by its environment variable."""
+    return {setting.env: get(setting.name) for setting in SETTINGS}

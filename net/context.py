@@ -1,0 +1,42 @@
+"""What a handler can ask about the call it is running in: which peer, cancelled or not."""
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import Any
+
+serving_peer: contextvars.ContextVar[Any] = contextvars.ContextVar("net_serving_peer", default=None)
+current_request: contextvars.ContextVar["RequestState | None"] = contextvars.ContextVar(
+    "net_current_request", default=None)
+call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "net_call_timeout", default=None)
+
+
+class RequestState:
+    """Server-side state of one request: set to cancelled when the caller sends CANCEL."""
+
+    __slots__ = ("request_id", "caller", "_cancelled", "on_cancel")
+
+    def __init__(self, request_id: int, caller: str):
+        self.request_id = request_id
+        self.caller = caller
+        self._cancelled = threading.Event()
+        self.on_cancel: Any = None      # callable run once on cancel (e.g. cancel an asyncio task)
+
+    def cancel(self) -> None:
+        if self._cancelled.is_set():
+            return
+        self._cancelled.set()
+        hook = self.on_cancel
+        if hook is not None:
+            hook()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+
+def cancelled() -> bool:
+    """True inside a handler whose caller cancelled the call (or timed out); False elsewhere."""
+    state = current_request.get()
+    return state is not None and state.cancelled

@@ -1,0 +1,2 @@
+"""net's built-in connections and flags (module paths match the spec's registry keys)."""
+from . import flags, handlers  # noqa: F401  (importing registers them)

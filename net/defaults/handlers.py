@@ -1,0 +1,35 @@
+"""Built-in connections every peer serves: ``null``, ``connections``, ``info``, ``pass_through``.
+
+They are keyed as ``net.defaults.handlers.<name>`` like any untagged connection.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import registry
+from ..api import builtin_connection
+from ..peer import Peer
+
+
+@builtin_connection
+def null(*args: Any, **kwargs: Any) -> Any:
+    """Do nothing; the caller receives the NULL flag, whose handler returns None."""
+    return Peer().get_flag("NULL")
+
+
+@builtin_connection
+def connections(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every connection this peer offers: name, key, signature, first docstring line."""
+    return [registry.describe(key) for key in list(registry.CONNECTIONS)]
+
+
+@builtin_connection
+def info(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """This peer's friendly id: group, host, port, hub, executable, user, pid."""
+    return Peer().friendly_id
+
+
+@builtin_connection
+def pass_through(*args: Any, **kwargs: Any) -> list[Any]:
+    """Return ``[args, kwargs]`` exactly as received (for checking what survives the trip)."""
+    return [list(args), kwargs]

@@ -1,0 +1,142 @@
+"""The peer: this process's identity on the network, its server, and how to reach others.
+
+``net.Peer()`` returns the process's peer, starting it on first use; inside a
+handler it returns the peer that is serving the call. ``_Peer(test=True)``
+builds independent peers so one process can run several (tests, tools).
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import threading
+from typing import Any
+
+from . import config, context, identity, registry, wire
+from .server import Server
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:       # no login name (containers, services)
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+class _Peer:
+    """A running net peer: serves this process's connections on one port of the range."""
+
+    CONNECTIONS = registry.CONNECTIONS
+    SUBSCRIPTIONS = registry.SUBSCRIPTIONS
+    FLAGS = registry.FLAGS
+
+    generate_id = staticmethod(identity.generate_id)
+    decode_id = staticmethod(identity.decode_id)
+    encode = staticmethod(identity.encode)
+    decode = staticmethod(identity.decode)
+
+    def __init__(self, launch: bool = True, test: bool = False, group: str | None = None):
+        self.test = test
+        self._group = group if group is not None else config.get("GROUP")
+        self._hub = bool(config.get("IS_HUB"))
+        self._host = config.get("HOST")
+        self._port: int | None = None
+        self.server: Server | None = None
+        self.closed = False
+        if launch:
+            self.launch()
+
+    def launch(self) -> None:
+        """Start serving (idempotent)."""
+        if self.server is None:
+            self.server = Server(self)
+            self._port = self.server.port
+            self.closed = False
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        """Host that the peer is running on (the address advertised in its id)."""
+        return self._host
+
+    @property
+    def port(self) -> int | None:
+        """Port that the peer is running on (None until launched)."""
+        return self._port
+
+    @property
+    def group(self) -> str | None:
+        return self._group
+
+    @property
+    def hub(self) -> bool:
+        """True if this peer acts as a hub (NET_IS_HUB)."""
+        return self._hub
+
+    @property
+    def id(self) -> bytes:
+        """base64 of ``"host:port -> group"``."""
+        return identity.generate_id(self._port or 0, self._host, self._group)
+
+    @property
+    def friendly_id(self) -> dict[str, Any]:
+        """This peer as ``net.peers()`` lists it: group, host, port, hub, executable, user (+ pid)."""
+        return {
+            "group": str(self._group),
+            "host": self._host,
+            "port": self._port,
+            "hub": self._hub,
+            "executable": sys.executable,
+            "user": _user(),
+            "pid": os.getpid(),
+        }
+
+    def get_flag(self, flag: str) -> wire.Flag:
+        """The id of flag ``flag``; returned from a connection it makes the caller run that flag."""
+        return wire.Flag(flag, identity.encode_text(flag))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop serving and release the port (idempotent)."""
+        global _instance
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.closed = True
+        with _lock:
+            if _instance is self:
+                _instance = None
+
+    def __enter__(self) -> "_Peer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"serving on {self._host}:{self._port}"
+        return f"<net peer group={self._group} hub={self._hub} {state}>"
+
+
+_instance: _Peer | None = None
+_lock = threading.RLock()
+
+
+def Peer(*args: Any, **kwargs: Any) -> _Peer:
+    """The running peer of this Python process (inside a handler: the peer serving the call)."""
+    global _instance
+    serving = context.serving_peer.get()
+    if serving is not None:
+        return serving
+    instance = _instance
+    if instance is not None:
+        return instance
+    with _lock:
+        if _instance is None:
+            _instance = _Peer(*args, **kwargs)
+        return _instance
+
+
+def running() -> _Peer | None:
+    """The process's peer if it has been started, without starting it."""
+    return context.serving_peer.get() or _instance

@@ -1,0 +1,222 @@
+"""The net wire protocol, without any I/O: bytes in, frames out (and back).
+
+A connection starts with a 6-byte preamble from each side, then frames::
+
+    preamble  0      3        4          6
+              +------+--------+----------+
+              | NET  | version| reserved |      b"NET" + u8 version + u16 (0)
+              +------+--------+----------+
+
+    frame     0             4      5               9                     9+length
+              +-------------+------+---------------+---------------------+
+              | length (u32)| kind | request id u32| msgpack payload ... |
+              +-------------+------+---------------+---------------------+
+
+All integers are big-endian. ``length`` counts only the payload and must not
+exceed the receiver's ``max_message`` (NET_MAX_MESSAGE); a larger prefix is a
+:class:`ProtocolError` *before* any of the payload is buffered. ``request id``
+pairs replies, stream items and cancels with the call that caused them, so
+many calls share one connection at once (0 = not tied to a call).
+
+Payloads are msgpack (bin type for ``bytes``, str for UTF-8 text). Nothing
+received is ever unpickled or evaluated. The only extension type is a *flag*
+(ext code 1, the flag's name as UTF-8), returned by a handler through
+``Peer().get_flag(name)``; any other extension is a protocol error.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Iterator
+
+import msgpack
+
+from .errors import MessageTooLarge, ProtocolError, VersionMismatch
+from .identity import encode_text
+
+VERSION = 1
+MAGIC = b"NET"
+PREAMBLE = struct.Struct("!3sBH")
+PREAMBLE_SIZE = PREAMBLE.size          # 6
+HEADER = struct.Struct("!IBI")
+HEADER_SIZE = HEADER.size              # 9
+FLAG_EXT = 1
+MAX_REQUEST_ID = 0xFFFFFFFF
+
+
+class Kind(IntEnum):
+    """What a frame carries; the request id says which call it belongs to."""
+
+    HELLO = 1         # either side, id 0: {"id": peer id, ...}; first frame after the preamble
+    CALL = 2          # caller -> callee: [connection, args, kwargs, options]
+    RESULT = 3        # callee -> caller: the return value
+    ERROR = 4         # callee -> caller: {"type", "message", "traceback"}
+    STREAM_ITEM = 5   # callee -> caller: one item of a streamed (generator) result
+    STREAM_END = 6    # callee -> caller: the stream finished
+    CANCEL = 7        # caller -> callee: stop working on this request
+    CREDIT = 8        # caller -> callee: may send this many more stream items
+    PING = 9          # either side: are you alive? (answered by PONG with the same id)
+    PONG = 10
+    NOTIFY = 11       # caller -> callee: like CALL but no reply is wanted (event delivery)
+    AUTH = 12         # either side: authentication handshake messages
+    GOODBYE = 13      # either side: closing; payload {"reason", "last_request"}
+
+
+_KINDS = {kind.value for kind in Kind}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: Kind
+    request_id: int
+    payload: Any
+
+
+class Flag(str):
+    """A flag id returned by a handler; travels as a msgpack extension, not as text."""
+
+    __slots__ = ("name",)
+
+    def __new__(cls, name: str, encoded: str):
+        flag = super().__new__(cls, encoded)
+        flag.name = name
+        return flag
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Flag):
+        return msgpack.ExtType(FLAG_EXT, obj.name.encode("utf-8"))
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot send a {type(obj).__name__} over net: only JSON types and bytes travel "
+                    f"(convert it in the function, or in an @net.event hook)")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == FLAG_EXT:
+        name = data.decode("utf-8")
+        return Flag(name, encode_text(name))
+    raise ProtocolError(f"unknown msgpack extension type {code}")
+
+
+_packer_options = dict(use_bin_type=True, default=_default)
+
+
+def pack(value: Any) -> bytes:
+    """msgpack-encode one payload value (raises TypeError for types that cannot travel)."""
+    if type(value) is Flag:     # Flag subclasses str, so msgpack would send it as plain text
+        value = _default(value)
+    return msgpack.packb(value, **_packer_options)
+
+
+def unpack(data: bytes | memoryview) -> Any:
+    """Decode one payload; any malformation becomes :class:`ProtocolError`."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook,
+                               use_list=True)
+    except ProtocolError:
+        raise
+    except Exception as exc:    # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"undecodable payload: {exc.__class__.__name__}: {exc}") from None
+
+
+def preamble() -> bytes:
+    return PREAMBLE.pack(MAGIC, VERSION, 0)
+
+
+def check_preamble(data: bytes) -> None:
+    """Validate the other side's 6-byte preamble."""
+    if len(data) != PREAMBLE_SIZE:
+        raise ProtocolError(f"short preamble: {len(data)} of {PREAMBLE_SIZE} bytes")
+    magic, version, _reserved = PREAMBLE.unpack(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"not a net peer (preamble starts with {magic!r})")
+    if version != VERSION:
+        raise VersionMismatch(f"other side speaks net protocol version {version}, this side {VERSION}")
+
+
+def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
+                 max_message: int) -> list[bytes]:
+    """Frame one message. Returns [header, body] so large bodies are never copied to join them."""
+    body = pack(payload)
+    if len(body) > max_message:
+        raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
+                              f"bytes (NET_MAX_MESSAGE)")
+    return [HEADER.pack(len(body), kind, request_id), body]
+
+
+def frame_bytes(kind: Kind, request_id: int, payload: Any = None, *, max_message: int) -> bytes:
+    """Frame one message as a single bytes object (handy for small frames and tests)."""
+    return b"".join(encode_frame(kind, request_id, payload, max_message=max_message))
+
+
+class FrameDecoder:
+    """Accumulates received bytes and yields complete frames.
+
+    Never buffers more than one header plus ``max_message`` bytes of a frame
+    beyond what it has already returned: the length is checked as soon as the
+    header is complete. After a :class:`ProtocolError` the decoder is dead;
+    the connection must be dropped.
+    """
+
+    def __init__(self, max_message: int):
+        self.max_message = max_message
+        self._buffer = bytearray()
+        self._need: tuple[int, int, int] | None = None     # (length, kind, request id) of the pending frame
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def wanted(self) -> int:
+        """How many more bytes would complete the frame in progress (a read-size hint)."""
+        if self._need is None:
+            return max(HEADER_SIZE - len(self._buffer), 1)
+        return max(HEADER_SIZE + self._need[0] - len(self._buffer), 1)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._broken is not None:
+            raise self._broken
+        self._buffer += data
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield every complete frame buffered so far."""
+        while True:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            yield frame
+
+    def next_frame(self) -> Frame | None:
+        if self._broken is not None:
+            raise self._broken
+        buffer = self._buffer
+        if self._need is None:
+            if len(buffer) < HEADER_SIZE:
+                return None
+            length, kind, request_id = HEADER.unpack_from(buffer)
+            if length > self.max_message:
+                self._fail(f"frame announces {length:,} bytes, over the limit of {self.max_message:,}")
+            if kind not in _KINDS:
+                self._fail(f"unknown frame kind {kind}")
+            self._need = (length, kind, request_id)
+        length, kind, request_id = self._need
+        end = HEADER_SIZE + length
+        if len(buffer) < end:
+            return None
+        body = bytes(memoryview(buffer)[HEADER_SIZE:end])
+        del buffer[:end]
+        self._need = None
+        try:
+            payload = unpack(body)
+        except ProtocolError as exc:
+            self._broken = exc
+            raise
+        return Frame(Kind(kind), request_id, payload)
+
+    def _fail(self, message: str) -> None:
+        self._broken = ProtocolError(message)
+        self._buffer.clear()
+        raise self._broken

@@ -1,0 +1,115 @@
+"""Real peer processes for tests: start, wait for READY, stop by PID. No sleeps, no mocks.
+
+Every helper process stops by itself: it exits when its stdin closes (the test
+process died) or after ``NET_TEST_LIFETIME`` seconds.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = Path(__file__).resolve().parent / "peers"
+PORT_BLOCK = 20
+_ports = itertools.count(21000 + (os.getpid() % 400) * 100, PORT_BLOCK)
+
+
+def port_block() -> int:
+    """A fresh port range start for one peer (peers bind the first free port of its block)."""
+    return next(_ports)
+
+
+def peer_env(port_start: int | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "NET_HOST": "127.0.0.1",
+        "NET_BIND": "127.0.0.1",
+        "NET_PORT_START": str(port_start if port_start is not None else port_block()),
+        "NET_PORT_RANGE": str(PORT_BLOCK - 1),
+        "NET_TEST_LIFETIME": env.get("NET_TEST_LIFETIME", "120"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class PeerProcess:
+    """A peer running ``tests/peers/serve.py MODULE`` in its own OS process."""
+
+    def __init__(self, *modules: str, env: dict[str, str] | None = None, ready_timeout: float = 20.0,
+                 script: Path | None = None, args: list[str] | None = None):
+        self.env = env or peer_env()
+        command = [sys.executable, str(script or PEERS / "serve.py"), *modules, *(args or [])]
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=self.env, cwd=str(ROOT), text=True)
+        self.lines: list[str] = []
+        ready = self.wait_for("READY ", ready_timeout)
+        _, peer_id, port = ready.split()
+        self.id = peer_id.encode()
+        self.port = int(port)
+        self.host = "127.0.0.1"
+        self.address = (self.host, self.port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
+        """Read stdout until a line starting with ``prefix``; fail with the process's output."""
+        deadline = time.monotonic() + timeout
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while time.monotonic() < deadline:
+                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                line = line.rstrip("\n")
+                self.lines.append(line)
+                if line.startswith(prefix):
+                    return line
+        finally:
+            selector.close()
+        self.stop()
+        raise AssertionError(f"peer process never printed {prefix!r}; stdout={self.lines} "
+                             f"stderr={self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop the process we started (by PID): close stdin, then SIGTERM, then SIGKILL."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout / 2)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=timeout / 2)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "PeerProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,54 @@
+"""Settings from the environment, checked in fresh interpreters (import-time behaviour)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT
+
+
+def import_net(env_overrides, expression="json.dumps(net.config.dump())"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NET_")}
+    env.update(env_overrides)
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-c", f"import json, net; print({expression})"],
+                          env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_defaults_match_the_spec():
+    result = import_net({})
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["NET_THREAD_LIMIT"] == 5
+    assert values["NET_PORT_START"] == 3010
+    assert values["NET_PORT_RANGE"] == 5
+    assert values["NET_GROUP"] is None
+    assert values["NET_IS_HUB"] is False
+    assert values["NET_DEV"] is False
+    assert values["NET_MAX_MESSAGE"] == 256 * 1024 * 1024
+    assert not values["NET_HOST"].startswith("127."), "must advertise the LAN address, not loopback"
+
+
+def test_values_are_read_and_exposed_as_attributes():
+    result = import_net({"NET_THREAD_LIMIT": "9", "NET_GROUP": "render", "NET_IS_HUB": "yes",
+                         "NET_TIMEOUT": "2.5", "NET_HOST": "10.1.2.3"},
+                        "[net.THREAD_LIMIT, net.GROUP, net.IS_HUB, net.TIMEOUT, net.HOST]")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[9, 'render', True, 2.5, '10.1.2.3']"
+
+
+@pytest.mark.parametrize("variable,value", [("NET_PORT_START", "abc"), ("NET_THREAD_LIMIT", "-1"),
+                                            ("NET_IS_HUB", "maybe"), ("NET_TIMEOUT", "-3")])
+def test_malformed_value_fails_at_import_naming_variable_and_value(variable, value):
+    result = import_net({variable: value})
+    assert result.returncode != 0
+    assert "ConfigError" in result.stderr
+    assert variable in result.stderr and repr(value) in result.stderr
+
+
+def test_dev_turns_on_debug_logging():
+    result = import_net({"NET_DEV": "1"}, "logging_level")
+    result = import_net({"NET_DEV": "1"}, "__import__('logging').getLogger('net').level")
+    assert result.stdout.strip() == "10"

@@ -1,0 +1,125 @@
+"""The wire protocol alone: bytes in, frames out, no sockets."""
+import struct
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from net import wire
+from net.errors import MessageTooLarge, ProtocolError, VersionMismatch
+from net.wire import Frame, FrameDecoder, Kind
+
+LIMIT = 1 << 20
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20)
+
+
+def roundtrip(kind, request_id, payload, chunk=None):
+    data = wire.frame_bytes(kind, request_id, payload, max_message=LIMIT)
+    decoder = FrameDecoder(LIMIT)
+    frames = []
+    step = chunk or len(data)
+    for i in range(0, len(data), step):
+        decoder.feed(data[i:i + step])
+        frames.extend(decoder.frames())
+    return frames
+
+
+@given(json_values, st.integers(min_value=0, max_value=wire.MAX_REQUEST_ID))
+@settings(max_examples=200, deadline=None)
+def test_any_json_value_and_bytes_round_trip(value, request_id):
+    [frame] = roundtrip(Kind.RESULT, request_id, value)
+    assert frame == Frame(Kind.RESULT, request_id, value)
+
+
+def test_byte_by_byte_feeding_gives_the_same_frames():
+    payload = {"args": [1, "two", b"\x00\xff"], "text": "héllo ✓"}
+    assert roundtrip(Kind.CALL, 7, payload, chunk=1) == [Frame(Kind.CALL, 7, payload)]
+
+
+def test_several_frames_in_one_chunk():
+    data = b"".join(wire.frame_bytes(Kind.RESULT, i, i * 10, max_message=LIMIT) for i in range(5))
+    decoder = FrameDecoder(LIMIT)
+    decoder.feed(data)
+    assert [f.payload for f in decoder.frames()] == [0, 10, 20, 30, 40]
+
+
+def test_huge_length_prefix_is_refused_before_buffering():
+    decoder = FrameDecoder(LIMIT)
+    decoder.feed(struct.pack("!IBI", 0xFFFFFFFF, Kind.CALL, 1))
+    with pytest.raises(ProtocolError, match="over the limit"):
+        decoder.next_frame()
+    assert decoder.buffered == 0
+    with pytest.raises(ProtocolError):      # a broken decoder stays broken
+        decoder.feed(b"more")
+
+
+def test_unknown_kind_is_a_protocol_error():
+    decoder = FrameDecoder(LIMIT)
+    decoder.feed(struct.pack("!IBI", 1, 200, 1) + b"\xc0")
+    with pytest.raises(ProtocolError, match="unknown frame kind"):
+        decoder.next_frame()
+
+
+def test_garbage_payload_is_a_protocol_error():
+    decoder = FrameDecoder(LIMIT)
+    decoder.feed(struct.pack("!IBI", 1, Kind.RESULT, 1) + b"\xc1")    # 0xc1: never used in msgpack
+    with pytest.raises(ProtocolError, match="undecodable"):
+        decoder.next_frame()
+
+
+def test_truncated_frame_waits_for_more():
+    data = wire.frame_bytes(Kind.RESULT, 1, "x" * 100, max_message=LIMIT)
+    decoder = FrameDecoder(LIMIT)
+    decoder.feed(data[:-1])
+    assert decoder.next_frame() is None
+    assert decoder.wanted() == 1
+    decoder.feed(data[-1:])
+    assert decoder.next_frame().payload == "x" * 100
+
+
+def test_sender_refuses_oversized_messages():
+    with pytest.raises(MessageTooLarge, match="exceeds the limit"):
+        wire.encode_frame(Kind.RESULT, 1, b"x" * 2000, max_message=1000)
+
+
+def test_unsendable_types_fail_on_the_sender_with_a_clear_message():
+    with pytest.raises(TypeError, match="cannot send a object"):
+        wire.pack(object())
+
+
+def test_flags_travel_as_extension_not_text():
+    flag = wire.Flag("NULL", "TlVMTA==")
+    decoded = wire.unpack(wire.pack(flag))
+    assert isinstance(decoded, wire.Flag) and decoded.name == "NULL" and decoded == "TlVMTA=="
+    plain = wire.unpack(wire.pack("TlVMTA=="))     # the same text is *not* a flag
+    assert not isinstance(plain, wire.Flag)
+
+
+def test_unknown_extension_is_a_protocol_error():
+    import msgpack
+    with pytest.raises(ProtocolError, match="extension"):
+        wire.unpack(msgpack.packb(msgpack.ExtType(42, b"x")))
+
+
+def test_preamble_checks_magic_and_version():
+    wire.check_preamble(wire.preamble())
+    with pytest.raises(VersionMismatch, match="version 9"):
+        wire.check_preamble(wire.PREAMBLE.pack(b"NET", 9, 0))
+    with pytest.raises(ProtocolError, match="not a net peer"):
+        wire.check_preamble(b"GET / ")
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_random_bytes_only_ever_raise_protocol_error(data):
+    decoder = FrameDecoder(1024)
+    try:
+        decoder.feed(data)
+        list(decoder.frames())
+    except ProtocolError:
+        pass
+    assert decoder.buffered <= wire.HEADER_SIZE + 1024 + len(data)
