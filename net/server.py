@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from . import config, context, registry, transport, wire
-from .errors import MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
+from .errors import AuthError, MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
 from .wire import Kind
 
 log = logging.getLogger("net")
@@ -134,7 +134,10 @@ class InboundConnection:
         server = self.server
         try:
             try:
-                transport.accept_preamble(self.sock, server.handshake_timeout, self.where)
+                self.sock = transport.accept(self.sock, server.handshake_timeout, self.where)
+            except AuthError as exc:
+                log.warning("net: %s", exc)
+                return
             except NetError as exc:
                 log.info("net: dropping %s before the greeting finished: %s", self.where, exc)
                 return

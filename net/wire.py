@@ -4,8 +4,14 @@ A connection starts with a 6-byte preamble from each side, then frames::
 
     preamble  0      3        4          6
               +------+--------+----------+
-              | NET  | version| reserved |      b"NET" + u8 version + u16 (0)
+              | NET  | version|  modes   |      b"NET" + u8 version + u16 security modes
               +------+--------+----------+
+
+``modes`` says which protections the sender *requires* (bit 0: shared key,
+bit 1: TLS). Nothing is negotiated: each side refuses a peer whose modes
+differ from its own, so tampering with the bits can only cause a refusal,
+never a downgrade. After the preambles, a TLS connection starts TLS, then a
+secured connection finishes with AUTH frames (see :mod:`net.auth`).
 
     frame     0             4      5               9                     9+length
               +-------------+------+---------------+---------------------+
@@ -121,19 +127,33 @@ def unpack(data: bytes | memoryview) -> Any:
         raise ProtocolError(f"undecodable payload: {exc.__class__.__name__}: {exc}") from None
 
 
-def preamble() -> bytes:
-    return PREAMBLE.pack(MAGIC, VERSION, 0)
+MODE_KEY = 0x0001       # preamble modes: this side requires the shared-key handshake
+MODE_TLS = 0x0002       # ... this side requires mutual TLS
 
 
-def check_preamble(data: bytes) -> None:
-    """Validate the other side's 6-byte preamble."""
+def describe_modes(modes: int) -> str:
+    """Human words for a preamble's modes, for error messages."""
+    parts = [name for bit, name in ((MODE_TLS, "mutual TLS"), (MODE_KEY, "a shared key")) if modes & bit]
+    unknown = modes & ~(MODE_KEY | MODE_TLS)
+    if unknown:
+        parts.append(f"unknown modes 0x{unknown:04x}")
+    return " + ".join(parts) if parts else "no security (plain)"
+
+
+def preamble(modes: int = 0) -> bytes:
+    return PREAMBLE.pack(MAGIC, VERSION, modes)
+
+
+def check_preamble(data: bytes) -> int:
+    """Validate the other side's 6-byte preamble; return the security modes it requires."""
     if len(data) != PREAMBLE_SIZE:
         raise ProtocolError(f"short preamble: {len(data)} of {PREAMBLE_SIZE} bytes")
-    magic, version, _reserved = PREAMBLE.unpack(data)
+    magic, version, modes = PREAMBLE.unpack(data)
     if magic != MAGIC:
         raise ProtocolError(f"not a net peer (preamble starts with {magic!r})")
     if version != VERSION:
         raise VersionMismatch(f"other side speaks net protocol version {version}, this side {VERSION}")
+    return modes
 
 
 def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
