@@ -11,6 +11,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     commands.add_parser("demo", help="start peers on loopback and show them calling each other",
                         description="Start two peers on 127.0.0.1 and show them calling each other.")
+    from . import certs     # `net certs`: issue 6 (imports cryptography only when run)
+    certs.add_arguments(commands.add_parser("certs", help="create a team CA and peer certificates for mutual TLS",
+                                            description=certs.__doc__.splitlines()[0]))
     return parser
 
 
@@ -21,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         net.HOST = net.BIND = "127.0.0.1"       # the demo never listens beyond loopback
         from . import demo
         return demo.run()
+    if args.command == "certs":
+        from . import certs
+        return certs.run(args)
     return 2
 
 

@@ -78,7 +78,7 @@ def local_modes() -> int:
 
 
 def _mismatch(where: str, theirs: int, ours: int) -> AuthError:
-    return AuthError(f"{where} requires {wire.describe_modes(theirs)} but this process uses "
+    return AuthError(f"{where} uses {wire.describe_modes(theirs)} but this process uses "
                      f"{wire.describe_modes(ours)}: set the same NET_SECRET / NET_TLS_* on both sides")
 
 

@@ -131,7 +131,7 @@ def test_peers_with_the_same_key_call_each_other(keyed, monkeypatch):
 
 
 def test_peer_without_the_key_gets_auth_error_and_no_call_runs(keyed):
-    with pytest.raises(net.AuthError, match="requires a shared key"):
+    with pytest.raises(net.AuthError, match="uses a shared key but this process uses no security"):
         basic.add(1, 2, peer=keyed.id)
 
 
