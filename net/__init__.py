@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging as _logging
 
 from . import config as _config
-from .errors import (AuthError, Cancelled, ConfigError, InvalidConnection, MessageTooLarge, NetError,
+from .errors import (AuthError, Cancelled, ConfigError, FrameTooLarge, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
                      VersionMismatch)
 from .api import cancelled, connect, flag, timeout
@@ -39,7 +39,7 @@ __all__ = [
     # defaults
     "info", "pass_through", "null", "connections",
     # errors
-    "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
+    "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "FrameTooLarge", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
     # settings
     *[_s.name for _s in _config.SETTINGS],

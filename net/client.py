@@ -19,7 +19,8 @@ import time
 from typing import Any, Callable
 
 from . import config, identity, registry, transport, wire
-from .errors import Cancelled, NetError, PeerUnreachable, ProtocolError, RemoteError, Timeout
+from .errors import (Cancelled, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable,
+                     ProtocolError, RemoteError, Timeout)
 from .wire import Kind
 
 log = logging.getLogger("net")
@@ -209,11 +210,21 @@ class OutboundConnection:
                     continue
                 elif kind is Kind.GOODBYE:
                     reason = frame.payload.get("reason") if isinstance(frame.payload, dict) else None
-                    raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
+                    if reason == "idle":    # nothing of ours was read: pending calls may be resent
+                        raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
+                    raise PeerUnreachable(f"{self.where} closed the connection ({reason})", peer=self.where)
                 else:
                     raise ProtocolError(f"{self.where} sent an unexpected {kind.name} frame")
                 if waiter is not None:
                     waiter.deliver(frame)
+        except FrameTooLarge as exc:
+            waiter = pending.pop(exc.request_id, None) if exc.request_id else None
+            if waiter is not None:
+                waiter.fail(MessageTooLarge(
+                    f"the reply from {self.where} is {exc.length:,} bytes, over this process's limit of "
+                    f"{exc.limit:,} bytes (NET_MAX_MESSAGE)"))
+            log.warning("net: dropping connection to %s: %s", self.where, exc)
+            self._die(PeerUnreachable(f"{self.where} sent a frame over NET_MAX_MESSAGE", peer=self.where))
         except NetError as exc:
             if isinstance(exc, ProtocolError):
                 log.warning("net: dropping connection to %s: %s", self.where, exc)
@@ -322,6 +333,8 @@ def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
         return value
     if frame.kind is Kind.ERROR:
         error = frame.payload if isinstance(frame.payload, dict) else {}
+        if error.get("type") == "net.MessageTooLarge":      # refused by the receiver's limit
+            raise MessageTooLarge(str(error.get("message", "message too large")))
         raise RemoteError(str(error.get("type", "Error")), str(error.get("message", "")),
                           str(error.get("traceback", "")), peer=where, connection=registry.name_of(key))
     raise ProtocolError(f"{where} answered a call with a {frame.kind.name} frame")

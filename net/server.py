@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from . import config, context, registry, transport, wire
-from .errors import AuthError, MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
+from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
 from .wire import Kind
 
 log = logging.getLogger("net")
@@ -162,6 +162,19 @@ class InboundConnection:
                 log.debug("net: closing %s after %ss idle", self.where, self.server.idle_timeout)
                 with contextlib.suppress(NetError):
                     framed.send(Kind.GOODBYE, 0, {"reason": "idle"})
+                return
+            except FrameTooLarge as exc:
+                # Tell the caller which call was too big, as a typed error; the stream cannot resync.
+                log.warning("net: dropping connection from %s: %s (NET_MAX_MESSAGE)", self.where, exc)
+                if exc.kind in (Kind.CALL, Kind.NOTIFY) and exc.request_id:
+                    with contextlib.suppress(NetError):
+                        framed.send(Kind.ERROR, exc.request_id, {
+                            "type": "net.MessageTooLarge", "traceback": "",
+                            "message": f"{self.server.peer.host}:{self.server.port} accepts messages of "
+                                       f"at most {exc.limit:,} bytes (its NET_MAX_MESSAGE); this call "
+                                       f"was {exc.length:,} bytes"})
+                with contextlib.suppress(NetError):
+                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}"})
                 return
             except ProtocolError as exc:
                 log.warning("net: dropping connection from %s: %s", self.where, exc)

@@ -38,7 +38,7 @@ from typing import Any, Iterator
 
 import msgpack
 
-from .errors import MessageTooLarge, ProtocolError, VersionMismatch
+from .errors import FrameTooLarge, MessageTooLarge, ProtocolError, VersionMismatch
 from .identity import encode_text
 
 VERSION = 1
@@ -218,7 +218,11 @@ class FrameDecoder:
                 return None
             length, kind, request_id = HEADER.unpack_from(buffer)
             if length > self.max_message:
-                self._fail(f"frame announces {length:,} bytes, over the limit of {self.max_message:,}")
+                self._broken = FrameTooLarge(
+                    f"frame announces {length:,} bytes, over the limit of {self.max_message:,}",
+                    kind=kind, request_id=request_id, length=length, limit=self.max_message)
+                self._buffer.clear()
+                raise self._broken
             if kind not in _KINDS:
                 self._fail(f"unknown frame kind {kind}")
             self._need = (length, kind, request_id)
