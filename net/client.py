@@ -156,7 +156,10 @@ class OutboundConnection:
         try:
             self.framed.send_encoded(header, body)
         except NetError as exc:
-            self.pending.pop(request_id, None)
+            if self.pending.pop(request_id, None) is None:
+                # Already answered or failed by the reader while we were still sending (e.g. the
+                # peer refused the call's size and closed): the waiter holds the real outcome.
+                return request_id
             self._die(exc)
             raise
         self.calls_started += 1
@@ -209,7 +212,15 @@ class OutboundConnection:
                 elif kind is Kind.PONG:
                     continue
                 elif kind is Kind.GOODBYE:
-                    reason = frame.payload.get("reason") if isinstance(frame.payload, dict) else None
+                    payload = frame.payload if isinstance(frame.payload, dict) else {}
+                    reason, last = payload.get("reason"), payload.get("last_request")
+                    if isinstance(last, int) and not isinstance(last, bool):
+                        # Calls after the last one the peer read never ran: safe to resend.
+                        for request_id in [r for r in list(pending) if r > last]:
+                            unread = pending.pop(request_id, None)
+                            if unread is not None:
+                                unread.fail(Retired(f"{self.where} closed the connection ({reason}) "
+                                                    f"before reading this call", peer=self.where))
                     if reason == "idle":    # nothing of ours was read: pending calls may be resent
                         raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
                     raise PeerUnreachable(f"{self.where} closed the connection ({reason})", peer=self.where)
@@ -219,12 +230,12 @@ class OutboundConnection:
                     waiter.deliver(frame)
         except FrameTooLarge as exc:
             waiter = pending.pop(exc.request_id, None) if exc.request_id else None
-            if waiter is not None:
+            log.warning("net: dropping connection to %s: %s", self.where, exc)
+            self._die(PeerUnreachable(f"{self.where} sent a frame over NET_MAX_MESSAGE", peer=self.where))
+            if waiter is not None:      # after _die, so the woken caller's next call dials afresh
                 waiter.fail(MessageTooLarge(
                     f"the reply from {self.where} is {exc.length:,} bytes, over this process's limit of "
                     f"{exc.limit:,} bytes (NET_MAX_MESSAGE)"))
-            log.warning("net: dropping connection to %s: %s", self.where, exc)
-            self._die(PeerUnreachable(f"{self.where} sent a frame over NET_MAX_MESSAGE", peer=self.where))
         except NetError as exc:
             if isinstance(exc, ProtocolError):
                 log.warning("net: dropping connection to %s: %s", self.where, exc)

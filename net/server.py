@@ -129,6 +129,7 @@ class InboundConnection:
         self.where = where
         self.framed: transport.FramedSocket | None = None
         self.active: dict[int, context.RequestState] = {}
+        self.last_request = 0       # highest request id read: GOODBYE tells the caller what was never read
 
     def serve(self) -> None:
         server = self.server
@@ -161,12 +162,13 @@ class InboundConnection:
                     continue
                 log.debug("net: closing %s after %ss idle", self.where, self.server.idle_timeout)
                 with contextlib.suppress(NetError):
-                    framed.send(Kind.GOODBYE, 0, {"reason": "idle"})
+                    framed.send(Kind.GOODBYE, 0, {"reason": "idle", "last_request": self.last_request})
                 return
             except FrameTooLarge as exc:
                 # Tell the caller which call was too big, as a typed error; the stream cannot resync.
                 log.warning("net: dropping connection from %s: %s (NET_MAX_MESSAGE)", self.where, exc)
                 if exc.kind in (Kind.CALL, Kind.NOTIFY) and exc.request_id:
+                    self.last_request = max(self.last_request, exc.request_id)
                     with contextlib.suppress(NetError):
                         framed.send(Kind.ERROR, exc.request_id, {
                             "type": "net.MessageTooLarge", "traceback": "",
@@ -174,12 +176,14 @@ class InboundConnection:
                                        f"at most {exc.limit:,} bytes (its NET_MAX_MESSAGE); this call "
                                        f"was {exc.length:,} bytes"})
                 with contextlib.suppress(NetError):
-                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}"})
+                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}",
+                                                  "last_request": self.last_request})
                 return
             except ProtocolError as exc:
                 log.warning("net: dropping connection from %s: %s", self.where, exc)
                 with contextlib.suppress(NetError):
-                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}"})
+                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}",
+                                                  "last_request": self.last_request})
                 return
             except PeerUnreachable:
                 return
@@ -191,6 +195,8 @@ class InboundConnection:
     def _handle(self, frame: wire.Frame) -> bool:
         kind = frame.kind
         if kind is Kind.CALL or kind is Kind.NOTIFY:
+            if frame.request_id > self.last_request:
+                self.last_request = frame.request_id
             self._dispatch(frame.request_id, frame.payload, reply=kind is Kind.CALL)
         elif kind is Kind.PING:
             self._send(Kind.PONG, frame.request_id, None)
