@@ -248,6 +248,7 @@ class OutboundConnection:
     def _die(self, error: NetError) -> None:
         if self.dead is None:
             self.dead = error
+        error = self.dead       # the first cause wins (not the EOF our own close causes in the reader)
         self.pool.discard(self)
         self.framed.close()
         while self.pending:

@@ -30,6 +30,8 @@ def call_count():
 
 @net.connect()
 def nap(seconds):
+    """Sleep; prints NAPPING first so a test knows the call is in flight (no sleeps in tests)."""
+    print(f"NAPPING {seconds}", flush=True)
     time.sleep(seconds)
     return os.getpid()
 
