@@ -125,7 +125,7 @@ _lock = threading.RLock()
 def Peer(*args: Any, **kwargs: Any) -> _Peer:
     """The running peer of this Python process (inside a handler: the peer serving the call)."""
     global _instance
-    serving = context.serving_peer.get()
+    serving = context.serving_peer()
     if serving is not None:
         return serving
     instance = _instance
@@ -139,4 +139,4 @@ def Peer(*args: Any, **kwargs: Any) -> _Peer:
 
 def running() -> _Peer | None:
     """The process's peer if it has been started, without starting it."""
-    return context.serving_peer.get() or _instance
+    return context.serving_peer() or _instance
