@@ -45,6 +45,23 @@ def resolve(target: Any) -> tuple[str, int]:
                      f"or an entry of net.peers()")
 
 
+_resolved: dict[Any, tuple[str, int]] = {}
+_RESOLVED_MAX = 4096
+_CACHEABLE = (bytes, str, tuple)
+
+
+def resolve_cached(target: Any) -> tuple[str, int]:
+    """:func:`resolve`, remembered for ids, strings and tuples: calls repeat them."""
+    address = _resolved.get(target) if type(target) in _CACHEABLE else None
+    if address is None:
+        address = resolve(target)
+        if type(target) in _CACHEABLE:
+            if len(_resolved) >= _RESOLVED_MAX:
+                _resolved.clear()
+            _resolved[target] = address
+    return address
+
+
 class Connection:
     """A function registered with ``@net.connect``: call it locally, or on a peer with ``peer=``."""
 
@@ -58,7 +75,7 @@ class Connection:
     def __call__(self, *args: Any, peer: Any = None, **kwargs: Any) -> Any:
         if peer is None:
             return self.function(*args, **kwargs)
-        host, port = resolve(peer)
+        host, port = resolve_cached(peer)
         return client.call(host, port, self.key, list(args), kwargs, target=peer)
 
     def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:
