@@ -52,14 +52,17 @@ _CACHEABLE = (bytes, str, tuple)
 
 def resolve_cached(target: Any) -> tuple[str, int]:
     """:func:`resolve`, remembered for ids, strings and tuples: calls repeat them."""
-    address = _resolved.get(target) if type(target) in _CACHEABLE else None
-    if address is None:
-        address = resolve(target)
-        if type(target) in _CACHEABLE:
-            if len(_resolved) >= _RESOLVED_MAX:
-                _resolved.clear()
-            _resolved[target] = address
-    return address
+    if type(target) not in _CACHEABLE:
+        return resolve(target)
+    try:
+        return _resolved[target]
+    except KeyError:
+        address = _resolved[target] = resolve(target)
+        if len(_resolved) > _RESOLVED_MAX:
+            _resolved.clear()
+        return address
+    except TypeError:           # a tuple holding something unhashable
+        return resolve(target)
 
 
 class Connection:
