@@ -46,9 +46,9 @@ class PeerProcess:
     """A peer running ``tests/peers/serve.py MODULE`` in its own OS process."""
 
     def __init__(self, *modules: str, env: dict[str, str] | None = None, ready_timeout: float = 20.0,
-                 script: Path | None = None, args: list[str] | None = None):
+                 script: Path | None = None, args: list[str] | None = None, wrap: list[str] | None = None):
         self.env = env or peer_env()
-        command = [sys.executable, str(script or PEERS / "serve.py"), *modules, *(args or [])]
+        command = [*(wrap or []), sys.executable, str(script or PEERS / "serve.py"), *modules, *(args or [])]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=str(ROOT), text=True)
         self.lines: list[str] = []
