@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -70,6 +71,24 @@ def _alive(pid: int) -> bool:
 def _namespace_pids(name: str) -> list[int]:
     result = ip("netns", "pids", name, check=False)
     return [int(word) for word in result.stdout.split() if word.isdigit()]
+
+
+def ask(discoverer: PeerProcess, *args: Any, timeout: float = 20.0, **kwargs: Any) -> dict[str, Any]:
+    """Run ``net.peers(*args, **kwargs)`` in a :meth:`Lab.discoverer` process.
+
+    Returns ``{"elapsed": s, "peers": {id: entry}, "groups": {name: [ids]}, "first": id}``
+    (ids as str); raises AssertionError with the remote error if it raised.
+    """
+    request = dict(kwargs)
+    if args:
+        request["args"] = list(args)
+    discoverer.proc.stdin.write(json.dumps(request) + "\n")
+    discoverer.proc.stdin.flush()
+    line = discoverer.wait_for("", timeout)
+    kind, _, body = line.partition(" ")
+    if kind != "RESULT":
+        raise AssertionError(f"net.peers({request}) failed in the lab: {line}")
+    return json.loads(body)
 
 
 def sweep_leftovers() -> None:
@@ -181,6 +200,10 @@ class Lab:
         process.address = (process.host, process.port)
         self.processes.append(process)
         return process
+
+    def discoverer(self, number: int, **extra: str | None) -> PeerProcess:
+        """A process inside host ``number`` that runs ``net.peers()`` on request (see :func:`ask`)."""
+        return self.spawn(number, script=PEERS / "discover.py", env=self.env(number, **extra))
 
     def unplug(self, number: int) -> None:
         """Pull host ``number``'s cable: its bridge port goes down; packets to and from it vanish."""

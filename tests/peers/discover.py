@@ -15,7 +15,9 @@ import time
 import net
 
 print("READY discoverer 0", flush=True)
-threading.Timer(float(os.environ.get("NET_TEST_LIFETIME", "120")), os._exit, args=(0,)).start()
+lifetime = threading.Timer(float(os.environ.get("NET_TEST_LIFETIME", "120")), os._exit, args=(0,))
+lifetime.daemon = True
+lifetime.start()
 
 for line in sys.stdin:
     request = json.loads(line)
