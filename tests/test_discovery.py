@@ -223,3 +223,12 @@ def test_open_ports_sweep_finds_listeners_only():
         assert lan.open_ports([("127.0.0.1", port), ("127.0.0.1", free_port)], 1.0) == [("127.0.0.1", port)]
     finally:
         listener.close()
+
+
+def test_open_ports_sweep_when_everything_is_refused():
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    free_port = closed.getsockname()[1]
+    closed.close()
+    assert lan.open_ports([("127.0.0.1", free_port)] * 3, 1.0) == []
+    assert lan.open_ports([], 1.0) == []
