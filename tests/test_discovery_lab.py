@@ -173,3 +173,34 @@ def test_peers_send_nothing_unless_asked_or_announcing(netlab):
     quiet = lab.discoverer(2, NET_DISCOVERY="off")
     heard = _heard(lab, 1, 0.8, lambda: pytest.raises(AssertionError, ask, quiet, refresh=True))
     assert heard == [], "NET_DISCOVERY=off must not send a query"
+
+
+SPEC_EXAMPLES = """
+import net
+all_peers = net.peers()
+assert len(all_peers["peers"]) == 10, all_peers
+all_peers = net.peers(on_host=True)
+assert all_peers["peers"] == {}, all_peers
+all_peers = net.peers(refresh=True)
+assert len(all_peers["peers"]) == 10
+all_peers = net.peers("g1", refresh=True)
+assert set(all_peers) == {"peers", "g1"} and len(all_peers["g1"]) == 3, all_peers
+all_peers = net.peers(["g1", "g2"], refresh=True)
+assert len(all_peers["peers"]) == 6 and len(all_peers["g2"]) == 3
+all_peers = net.peers(hubs_only=True, refresh=True)
+assert len(all_peers["peers"]) == 2 and all(e["hub"] for e in all_peers["peers"].values())
+all_peers = net.peers(["group1", "group2"], hubs_only=True, refresh=True)
+assert all_peers["peers"] == {}
+group1_peers = net.peers(groups=['g1'])
+peer = net.peers()[0]
+assert net.info(peer=peer)["host"] == net.peers()["peers"][peer]["host"]
+print("SPEC OK")
+"""
+
+
+def test_every_spec_example_runs_as_written(lan):
+    """The spec's net.peers section (and its peers()[0] usage), verbatim but for group names."""
+    lab, _, _ = lan
+    result = subprocess.run([*lab.wrap(DISCOVERER), sys.executable, "-c", SPEC_EXAMPLES], capture_output=True,
+                            text=True, env=lab.env(DISCOVERER), timeout=60)
+    assert result.stdout.strip() == "SPEC OK", result.stderr[-3000:]
