@@ -204,3 +204,26 @@ def test_every_spec_example_runs_as_written(lan):
     result = subprocess.run([*lab.wrap(DISCOVERER), sys.executable, "-c", SPEC_EXAMPLES], capture_output=True,
                             text=True, env=lab.env(DISCOVERER), timeout=60)
     assert result.stdout.strip() == "SPEC OK", result.stderr[-3000:]
+
+
+HOSTILE = """
+import json, socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+group = ("239.255.30.10", 3010)
+for junk in [b"", b"\\xff" * 2000, b"not json", b"[1,2]", b'{"net": "query", "v": 99, "nonce": "x"}',
+             b'{"net": "query", "v": 1, "nonce": 7}', b'{"net": "query", "v": 1, "nonce": "' + b"a" * 500 + b'"}',
+             b'{"net": "here", "v": 1, "port": "x"}', b'{"net": "bye", "v": 1}']:
+    sock.sendto(junk, group)
+for i in range(150):                      # a query flood from one address
+    sock.sendto(json.dumps({"net": "query", "v": 1, "nonce": str(i)}).encode(), group)
+print("SENT")
+"""
+
+
+def test_garbage_and_query_floods_do_not_hurt_peers_or_discovery(lan):
+    lab, peers, discoverer = lan
+    result = subprocess.run([*lab.wrap(5), sys.executable, "-c", HOSTILE], capture_output=True, text=True,
+                            env=lab.env(5), timeout=30)
+    assert result.stdout.strip() == "SENT", result.stderr
+    assert set(ask(discoverer, refresh=True)["peers"]) == set(peers)
+    assert all(p["process"].proc.poll() is None for p in peers.values())
