@@ -160,6 +160,8 @@ def test_lan_scan_refused_when_discovery_is_off(monkeypatch):
         net.peers()
     with pytest.raises(net.DiscoveryDisabled):
         net.peers(refresh=True, groups=["g1"])
+    with pytest.raises(net.DiscoveryDisabled):
+        discovery.scan()
 
 
 def test_discovery_setting_is_validated():
