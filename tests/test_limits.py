@@ -110,7 +110,7 @@ def test_idle_connections_are_closed_with_goodbye_and_callers_reconnect(spawn):
     assert basic.add(1, 1, peer=p.id) == 2
     [first] = [c for c in client.POOL.connections() if c.port == p.port]
     deadline = time.monotonic() + 5
-    while first.dead is None:                  # the peer retires the idle pooled connection
+    while first.usable():                      # the peer retires the idle pooled connection
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert basic.add(2, 2, peer=p.id) == 4      # transparently on a new connection
