@@ -241,3 +241,27 @@ def test_replaying_a_recorded_session_runs_nothing(keyed, monkeypatch):
     assert Kind.RESULT not in [f.kind for f in frames]
     assert frames[-1].kind is Kind.AUTH and frames[-1].payload["ok"] is False
     assert basic.add(1, 1, peer=keyed.id) == 2
+
+
+def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
+    """net.peers() probes through the normal client path: a peer we cannot authenticate is absent."""
+    from net import discovery
+    from support import PeerProcess, port_block
+    start = port_block()
+    started = [PeerProcess("basic", env=peer_env(port_start=start, **extra))
+               for extra in ({}, {"NET_SECRET": KEY}, {"NET_SECRET": OTHER})]
+    plain, keyed_peer, other = started
+    try:
+        monkeypatch.setattr(net, "PORT_START", start)
+        monkeypatch.setattr(net, "PORT_RANGE", 19)
+        client.POOL.close_all()
+        discovery.clear_cache()
+        assert set(net.peers(on_host=True, refresh=True)["peers"]) == {plain.id}
+        monkeypatch.setattr(net, "SECRET", KEY)
+        client.POOL.close_all()
+        assert set(net.peers(on_host=True, refresh=True)["peers"]) == {keyed_peer.id}
+    finally:
+        discovery.clear_cache()
+        client.POOL.close_all()
+        for process in started:
+            process.stop()

@@ -114,4 +114,4 @@ def test_idle_connections_are_closed_with_goodbye_and_callers_reconnect(spawn):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert basic.add(2, 2, peer=p.id) == 4      # transparently on a new connection
-    assert trusty.nap(1.2, peer=p.id) == p.pid  # a call in flight is not "idle"
+    assert trusty.nap(0.9, peer=p.id) == p.pid  # a call in flight is not "idle"

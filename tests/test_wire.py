@@ -163,7 +163,7 @@ def mutated_streams(draw):
 
 
 @given(st.one_of(st.binary(max_size=600), mutated_streams()), st.integers(1, 7))
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_whole_and_chunked_decoding_agree_and_only_raise_protocol_error(data, chunk):
     whole = repr(decode_all(data, 4096))                # repr: NaN payloads compare equal
     assert repr(decode_all(data, 4096, chunk=chunk)) == whole
@@ -171,7 +171,7 @@ def test_whole_and_chunked_decoding_agree_and_only_raise_protocol_error(data, ch
 
 
 @given(mutated_streams())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 def test_decoding_never_allocates_much_more_than_the_input(data):
     import tracemalloc
     tracemalloc.start()
