@@ -194,6 +194,9 @@ def main() -> int:
         "rss_end_kib": rss[-1][1] if rss else None,
         "rss_max_after_warmup_kib": max(warm) if warm else None,
     }
+    step = max(1, len(rss) // 10)
+    summary["rss_timeline_kib"] = [f"{t:.0f}s:{kib}" for t, kib in rss[::step]] + \
+        ([f"{rss[-1][0]:.0f}s:{rss[-1][1]}"] if rss else [])
     summary["rss_growth_after_warmup_kib"] = (summary["rss_end_kib"] - summary["rss_after_warmup_kib"]
                                              if warm else None)
     if options.json:
