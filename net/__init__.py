@@ -14,9 +14,10 @@ from .errors import (AuthError, Cancelled, ConfigError, InvalidConnection, Messa
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
                      VersionMismatch)
 from .api import cancelled, connect, flag, timeout
+from .events import event, subscribe
 from .peer import Peer
 from . import peer
-from .defaults.handlers import connections, info, null, pass_through
+from .defaults.handlers import connections, info, null, pass_through, subscription_handler
 from . import defaults as _defaults  # noqa: F401  (registers the built-in flags)
 
 __version__ = "0.1.0"
@@ -35,9 +36,9 @@ if _config.VALUES["DEV"]:
 
 __all__ = [
     # decorators and functions
-    "connect", "flag", "timeout", "cancelled", "Peer", "peer",
+    "connect", "flag", "timeout", "cancelled", "Peer", "peer", "event", "subscribe",
     # defaults
-    "info", "pass_through", "null", "connections",
+    "info", "pass_through", "null", "connections", "subscription_handler",
     # errors
     "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",

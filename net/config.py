@@ -140,6 +140,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HANDSHAKE_TIMEOUT", _seconds, 5.0, "seconds a new inbound connection has to introduce itself"),
     Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,
             "inbound connections with nothing in flight are closed after this many idle seconds"),
+    Setting("LEASE", _seconds, 30.0,
+            "subscribers renew their event subscriptions this often (seconds); a publisher drops a "
+            "subscription that was not renewed for 3 leases"),
+    Setting("EVENT_QUEUE", _positive_int, 10_000,
+            "events a publisher queues per subscriber; when full, that subscriber's oldest are dropped"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
