@@ -26,6 +26,7 @@ received is ever unpickled or evaluated. The only extension type is a *flag*
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Iterator
@@ -100,14 +101,22 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
-_packer_options = dict(use_bin_type=True, default=_default)
+_packers = threading.local()    # a Packer is not thread-safe, and building one per call is slow
 
 
 def pack(value: Any) -> bytes:
     """msgpack-encode one payload value (raises TypeError for types that cannot travel)."""
     if type(value) is Flag:     # Flag subclasses str, so msgpack would send it as plain text
         value = _default(value)
-    return msgpack.packb(value, **_packer_options)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
+    try:
+        return packer.pack(value)
+    except BaseException:
+        _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)   # reset its buffer
+        raise
 
 
 def unpack(data: bytes | memoryview) -> Any:
