@@ -191,6 +191,7 @@ class OutboundConnection:
             self._die(exc)
             raise
         self.calls_started += 1
+        self._wake.set()                # nobody waits in a call for it: the background reader reads
         return request_id
 
     def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
