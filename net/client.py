@@ -327,6 +327,7 @@ class OutboundConnection:
             self.dead = error
         self.pool.discard(self)
         self.framed.close()
+        error = self.dead or error      # the first cause, also when a reader races to report the close
         while self.pending:
             try:
                 _, waiter = self.pending.popitem()

@@ -44,7 +44,7 @@ INSTANCE = secrets.token_hex(8)     # this process; a restarted process is a new
 SUBSCRIPTION_KEY = identity.key("net.defaults.handlers.subscription_handler")
 LEASES_UNTIL_EXPIRY = 3             # a publisher drops a lease not renewed for this many periods
 MAX_BATCH_EVENTS = 1024             # events in one delivery message
-MAX_BATCH_BYTES = 1 << 20           # bytes of events in one delivery message (one event may exceed it)
+MAX_BATCH_BYTES = 256 * 1024        # bytes of events in one delivery message (one event may exceed it)
 MESSAGE_OVERHEAD = 4096             # room for the batch header inside NET_MAX_MESSAGE
 SUBSCRIBE_TIMEOUT = 5.0             # seconds for one subscribe/renew call to a publisher
 REMEMBERED_LEASES = 4096            # leases a subscriber remembers sequence numbers for
@@ -642,9 +642,11 @@ class Subscriptions:
 
     def _tell(self, publisher: tuple[str, int, str], names: set[str], first: bool) -> None:
         from .api import timeout
-        from .peer import Peer
+        from .peer import running
         host, port, route = publisher
-        me = Peer()
+        me = running()
+        if me is None or me.port is None:
+            return                      # our peer was closed: nothing could receive deliveries
         request = {"id": me.id, "host": me.host, "port": me.port, "instance": INSTANCE, "route": route,
                    "events": sorted(names), "lease": config.get("LEASE")}
         try:

@@ -11,7 +11,7 @@ import pytest
 
 import net
 from net import events
-from support import peer_env
+from support import peer_env, port_block
 
 import events_pub
 
@@ -95,6 +95,42 @@ def test_spec_example_hook_reaches_the_subscribed_function():
     finally:
         handleEvent.unsubscribe()
     assert wait_until(lambda: not records(name), what="unsubscribe to reach the publisher")
+
+
+def test_spec_subscribe_examples_with_net_peers_results():
+    """``net.subscribe("e", group1_peers)`` and ``net.subscribe("e", net.peers()[0])`` as written."""
+    name = unique("some_event")
+    got = []
+    done = threading.Event()
+
+    @net.event(name)
+    def some_event(*args, **kwargs):
+        return args, kwargs
+
+    group1_peers = net.peers(groups=["None"], on_host=True)     # this process's group is unset
+    peer = net.peers(on_host=True)[0]
+    assert peer == net.Peer().id
+
+    @net.subscribe(name, group1_peers)
+    def by_group(subscription_args, subscription_kwarg=None):
+        got.append(("group", subscription_args, subscription_kwarg))
+
+    @net.subscribe(name, peer)
+    def by_peer(subscription_args, subscription_kwarg=None):
+        got.append(("peer", subscription_args, subscription_kwarg))
+        if subscription_args == 2:
+            done.set()
+
+    try:
+        for i in range(3):
+            assert some_event(i, subscription_kwarg="k") == 1   # one subscribing peer: this one
+        assert done.wait(10)
+        assert [g for g in got if g[0] == "peer"] == [("peer", i, "k") for i in range(3)]
+        wait_until(lambda: len(got) == 6, what="both handlers")
+        assert [g for g in got if g[0] == "group"] == [("group", i, "k") for i in range(3)]
+    finally:
+        by_group.unsubscribe()
+        by_peer.unsubscribe()
 
 
 def test_event_function_must_return_args_and_kwargs():
@@ -234,3 +270,42 @@ def test_restarted_subscriber_gets_no_duplicates_and_nothing_of_its_predecessor(
         "deliver", {"to": "an-earlier-process", "lease": "x", "route": me(), "seq": 1},
         [[name, [999], {}]], peer=new.id)
     assert answer == {"unknown": True}
+
+
+def test_discovery_subscription_reaches_a_matching_publisher_that_appears_later(spawn):
+    name = unique("found_later")
+    block = port_block()                # on_host discovery probes this port block
+    sub = subscriber(spawn, name, "on_host", env=peer_env(port_start=block), NET_LEASE="0.3",
+                     NET_TEST_GROUPS="g1")
+    other = spawn("events_pub", env=peer_env(port_start=block, NET_GROUP="g2"))
+    match = spawn("events_pub", env=peer_env(port_start=block, NET_GROUP="g1"))
+
+    def subscribed(publisher) -> bool:
+        table = net.subscription_handler("list", peer=publisher.id)
+        return any(entry["port"] == sub.port for entry in table.get(name, []))
+
+    wait_until(lambda: subscribed(match), timeout=20, what="the renewal to find the new publisher")
+    assert not subscribed(other)        # found by the same scan, but not in group g1
+    events_pub.fire(name, [1, 2, 3], peer=match.id)
+    assert received(sub, name, count=3) == [1, 2, 3]
+
+
+def test_frozen_subscriber_is_pruned_by_the_heartbeat_while_a_good_one_goes_on(spawn, monkeypatch):
+    monkeypatch.setattr(net, "HEARTBEAT", 1.0)
+    name = unique("frozen")
+    trigger = publisher_hook(name)
+    good = subscriber(spawn, name, me())
+    frozen = subscriber(spawn, name, me())
+    trigger(0)                          # both connections exist and work before the freeze
+    assert received(good, name, count=1) == [0] and received(frozen, name, count=1) == [0]
+    frozen.signal(signal.SIGSTOP)
+    try:
+        for i in range(1, 20):
+            trigger(i)
+        assert received(good, name, count=19) == list(range(1, 20))
+        wait_until(lambda: frozen.id not in records(name), timeout=20, what="the frozen subscriber to be pruned")
+        assert good.id in records(name)
+        assert any(entry["id"] == frozen.id and "stopped answering" in entry["reason"]
+                   for entry in net.Peer().STALE)
+    finally:
+        frozen.signal(signal.SIGCONT)

@@ -2,6 +2,7 @@
 
 NET_TEST_EVENT      event name to subscribe to
 NET_TEST_PUBLISHER  "host:port" of the publisher, or "on_host" to find publishers by discovery
+NET_TEST_GROUPS     with on_host: comma-separated group filter
 NET_TEST_MODE       good (default) | crash (raises after printing) | slow (sleeps NET_TEST_SLOW s)
 
 Prints ``EVENT <name> <first arg>`` for every event it handles, in the order handled.
@@ -16,8 +17,10 @@ PUBLISHER = os.environ["NET_TEST_PUBLISHER"]
 MODE = os.environ.get("NET_TEST_MODE", "good")
 SLOW = float(os.environ.get("NET_TEST_SLOW", "0.2"))
 
+GROUPS = [g for g in os.environ.get("NET_TEST_GROUPS", "").split(",") if g] or None
+
 if PUBLISHER == "on_host":
-    subscribe = net.subscribe(EVENT, on_host=True)
+    subscribe = net.subscribe(EVENT, groups=GROUPS, on_host=True)
 else:
     subscribe = net.subscribe(EVENT, peers=PUBLISHER)
 
