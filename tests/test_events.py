@@ -309,3 +309,14 @@ def test_frozen_subscriber_is_pruned_by_the_heartbeat_while_a_good_one_goes_on(s
                    for entry in net.Peer().STALE)
     finally:
         frozen.signal(signal.SIGCONT)
+
+
+@pytest.mark.netns
+def test_subscribe_to_all_peers_finds_a_publisher_on_another_lan_host(netlab):
+    """The spec's ``@net.subscribe("some_event")`` (no filters) across a private namespace LAN."""
+    lab = netlab(hosts=2)
+    name = unique("lan")
+    lab.spawn(1, "events_ticker", NET_TEST_EVENT=name, NET_TEST_TICK="0.05")
+    sub = lab.spawn(2, "events_sub", NET_TEST_EVENT=name, NET_TEST_PUBLISHER="lan", NET_LEASE="1")
+    values = received(sub, name, count=5)
+    assert values == list(range(values[0], values[0] + 5))     # consecutive, in order

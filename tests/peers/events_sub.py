@@ -1,7 +1,8 @@
 """A subscriber for the event tests, configured by environment variables.
 
 NET_TEST_EVENT      event name to subscribe to
-NET_TEST_PUBLISHER  "host:port" of the publisher, or "on_host" to find publishers by discovery
+NET_TEST_PUBLISHER  "host:port" of the publisher; "on_host" (discovery on this host) or "lan"
+                    (every peer on the LAN, the spec's plain form: network-namespace labs only)
 NET_TEST_GROUPS     with on_host: comma-separated group filter
 NET_TEST_MODE       good (default) | crash (raises after printing) | slow (sleeps NET_TEST_SLOW s)
 
@@ -19,7 +20,9 @@ SLOW = float(os.environ.get("NET_TEST_SLOW", "0.2"))
 
 GROUPS = [g for g in os.environ.get("NET_TEST_GROUPS", "").split(",") if g] or None
 
-if PUBLISHER == "on_host":
+if PUBLISHER == "lan":
+    subscribe = net.subscribe(EVENT)
+elif PUBLISHER == "on_host":
     subscribe = net.subscribe(EVENT, groups=GROUPS, on_host=True)
 else:
     subscribe = net.subscribe(EVENT, peers=PUBLISHER)
