@@ -527,12 +527,12 @@ class Subscription:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
 
-    def resolve(self) -> dict[str, tuple[str, int]]:
+    def resolve(self, refresh: bool = True) -> dict[str, tuple[str, int]]:
         """The publishers this subscription wants now (discovery runs again at every renewal)."""
         if self.addresses is not None:
             found = self.addresses
         else:
-            found = _discover(self.groups, self.hubs_only, self.on_host)
+            found = _discover(self.groups, self.hubs_only, self.on_host, refresh)
         return {_address_text(host, port): (host, port) for host, port in found}
 
     def run(self, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -555,14 +555,15 @@ class Subscription:
         return f"<net subscription {self.event!r} -> {self.function.__qualname__} {source}>"
 
 
-def _discover(groups: list[str] | None, hubs_only: bool, on_host: bool) -> list[tuple[str, int]]:
+def _discover(groups: list[str] | None, hubs_only: bool, on_host: bool,
+              refresh: bool = True) -> list[tuple[str, int]]:
     """Publishers found by ``net.peers`` (imported lazily: discovery is its own module), minus us."""
     import net
     finder = getattr(net, "peers", None)
     if not callable(finder):
         raise NetError("subscribing without peers= needs net.peers() (discovery), which this "
                        "build does not have: pass peers= instead")
-    found = peer_addresses(finder(refresh=True, groups=groups, on_host=bool(on_host),
+    found = peer_addresses(finder(refresh=refresh, groups=groups, on_host=bool(on_host),
                                   hubs_only=bool(hubs_only)))
     from .peer import running
     me = running()
@@ -609,9 +610,9 @@ class Subscriptions:
             by_event.setdefault(subscription.event, []).append(subscription)
         self.by_event = {name: tuple(subs) for name, subs in by_event.items()}
 
-    def _resolve(self, subscription: Subscription, first: bool) -> None:
+    def _resolve(self, subscription: Subscription, first: bool, refresh: bool = True) -> None:
         try:
-            subscription.targets = subscription.resolve()
+            subscription.targets = subscription.resolve(refresh)
         except Exception as exc:        # discovery failing must not break the subscriber
             (log.warning if first else log.info)(
                 "net: finding publishers of %r failed: %s (retried every NET_LEASE)", subscription.event, exc)
@@ -680,9 +681,12 @@ class Subscriptions:
                     self._renewer = None
                     return
             try:
+                scanned: set[bool] = set()      # one fresh scan per scope (host / LAN) per round
                 for subscription in subscriptions:
                     if subscription.addresses is None:
-                        self._resolve(subscription, first=False)
+                        self._resolve(subscription, first=False,
+                                      refresh=subscription.on_host not in scanned)
+                        scanned.add(subscription.on_host)
                 self.sync()
             except Exception:
                 log.exception("net: renewing event subscriptions failed")
