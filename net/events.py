@@ -107,12 +107,13 @@ class Subscriber:
 class _Ack(client.Pending):
     """Waits for a subscriber's reply to one delivery batch; runs on the connection's reader thread."""
 
-    __slots__ = ("publisher", "record", "items")
+    __slots__ = ("publisher", "record", "items", "first")
 
-    def __init__(self, publisher: "Publisher", record: Subscriber, items: list[bytes]):
+    def __init__(self, publisher: "Publisher", record: Subscriber, items: list[bytes], first: int):
         self.publisher = publisher
         self.record = record
         self.items = items
+        self.first = first              # sequence number of items[0]
 
     def deliver(self, frame: wire.Frame) -> None:
         try:
@@ -122,7 +123,7 @@ class _Ack(client.Pending):
 
     def fail(self, error: NetError) -> None:
         try:
-            self.publisher._failed(self.record, self.items, error)
+            self.publisher._failed(self.record, self.items, self.first, error)
         except Exception:
             log.exception("net: handling a failed delivery to %s failed", self.record.name)
 
@@ -283,7 +284,7 @@ class Publisher:
                 "to": record.instance, "lease": record.lease, "route": record.route, "seq": first}
         body = b"".join((_DELIVER_HEAD, wire.pack(meta), wire.array_header(len(items)), *items,
                          _DELIVER_TAIL))
-        ack = _Ack(self, record, items)
+        ack = _Ack(self, record, items, first)
         for attempt in (1, 2):
             try:
                 connection = client.POOL.get(record.host, record.port)
@@ -323,16 +324,20 @@ class Publisher:
             log.warning("net: subscriber %s answered a delivery with %s", record.name, frame.kind.name)
         self._next(record)
 
-    def _failed(self, record: Subscriber, items: list[bytes], error: NetError) -> None:
+    def _failed(self, record: Subscriber, items: list[bytes], first: int, error: NetError) -> None:
         if record.gone:
             return
         if isinstance(error, client.Retired):
-            # Closed as idle before it read the batch: put the batch back and send it again.
+            # Closed as idle before it read the batch: put the batch back and send it again,
+            # unless overflow dropped events right after it (the queue must stay contiguous).
             with self.lock:
                 queue = record.queue
-                room = (queue.maxlen or 0) - len(queue)
-                lost = max(0, len(items) - room)
-                queue.extendleft(reversed(items[lost:]))
+                if record.seq - len(queue) + 1 == first + len(items):
+                    room = (queue.maxlen or 0) - len(queue)
+                    lost = max(0, len(items) - room)
+                    queue.extendleft(reversed(items[lost:]))
+                else:
+                    lost = len(items)
                 record.dropped += lost
             self._next(record)
             return

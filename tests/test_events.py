@@ -320,3 +320,24 @@ def test_subscribe_to_all_peers_finds_a_publisher_on_another_lan_host(netlab):
     sub = lab.spawn(2, "events_sub", NET_TEST_EVENT=name, NET_TEST_PUBLISHER="lan", NET_LEASE="1")
     values = received(sub, name, count=5)
     assert values == list(range(values[0], values[0] + 5))     # consecutive, in order
+
+
+def test_deliveries_survive_the_subscriber_closing_idle_connections(spawn):
+    """The subscriber retires idle inbound connections (GOODBYE); the next events are still delivered once."""
+    from net import client
+    name = unique("idle")
+    trigger = publisher_hook(name)
+    sub = subscriber(spawn, name, me(), NET_IDLE_TIMEOUT="0.2")
+    expected = []
+    for round_ in range(3):
+        values = [round_ * 10 + i for i in range(3)]
+        for value in values:
+            trigger(value)
+        expected += values
+        assert received(sub, name, count=3) == values
+        connection = client.POOL._connections.get(("127.0.0.1", sub.port))
+        if connection is not None:
+            wait_until(lambda: not connection.usable(), what="the subscriber to retire the idle connection")
+    trigger("end")
+    assert received(sub, name, until="end") == []        # nothing delivered twice
+    wait_until(lambda: records(name)[sub.id].delivered == len(expected) + 1, what="every acknowledgement")
