@@ -341,3 +341,24 @@ def test_deliveries_survive_the_subscriber_closing_idle_connections(spawn):
     trigger("end")
     assert received(sub, name, until="end") == []        # nothing delivered twice
     wait_until(lambda: records(name)[sub.id].delivered == len(expected) + 1, what="every acknowledgement")
+
+
+MALFORMED = [
+    ("subscribe", "not a mapping"),
+    ("subscribe", {"id": b"x", "host": "127.0.0.1", "port": 70000, "route": "r", "instance": "i",
+                   "events": ["e"], "lease": 1}),
+    ("subscribe", {"id": b"x", "host": "127.0.0.1", "port": 9, "route": "r", "instance": "i",
+                   "events": "e", "lease": 1}),
+    ("deliver", ["not", "a", "mapping"], []),
+    ("deliver", {"to": events.INSTANCE}, "not a list"),
+    ("no_such_action",),
+]
+
+
+def test_malformed_subscription_traffic_is_refused_with_a_clear_error(spawn):
+    p = spawn("basic")
+    for args in MALFORMED:
+        with pytest.raises(net.RemoteError) as caught:
+            net.subscription_handler(*args, peer=p.id)
+        assert caught.value.remote_type in ("ValueError", "TypeError"), args
+    assert net.subscription_handler("list", peer=p.id) == {}      # still serving, table untouched
