@@ -206,6 +206,9 @@ def test_dead_crashing_and_slow_subscribers_do_not_hurt_a_good_one(spawn, monkey
     assert elapsed < 2.0, f"100 trigger calls took {elapsed:.2f}s"
     assert good_values == list(range(100))
     assert crashing_values == list(range(100))
+    delivery_threads = [t for t in threading.enumerate() if t.name.split("-")[-1].isdigit()
+                        and t.name.startswith("net-events-")]
+    assert 0 < len(delivery_threads) <= net.THREAD_LIMIT
     slow_values = received(slow, name, until=99)
     assert slow_values == sorted(set(slow_values)) and len(slow_values) < 99
 
