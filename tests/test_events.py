@@ -365,3 +365,12 @@ def test_malformed_subscription_traffic_is_refused_with_a_clear_error(spawn):
             net.subscription_handler(*args, peer=p.id)
         assert caught.value.remote_type in ("ValueError", "TypeError"), args
     assert net.subscription_handler("list", peer=p.id) == {}      # still serving, table untouched
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 65535, 65536])
+def test_packed_items_spliced_after_an_array_header_are_the_packed_list(length):
+    from net import wire
+    items = [[f"e{i}", [i], {}] for i in range(length)]
+    spliced = wire.array_header(length) + b"".join(wire.pack(item) for item in items)
+    assert spliced == wire.pack(items)
+    assert wire.unpack(spliced) == items
