@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import client, config, identity, registry, wire
-from .errors import MessageTooLarge, NetError, PeerUnreachable
+from .errors import DiscoveryDisabled, MessageTooLarge, NetError, PeerUnreachable
 from .wire import Kind
 
 log = logging.getLogger("net")
@@ -593,6 +593,11 @@ class Subscriptions:
     def add(self, subscription: Subscription) -> None:
         from .peer import Peer
         Peer()                          # deliveries need our server running
+        if subscription.addresses is None and not subscription.on_host \
+                and config.get("DISCOVERY") == "off":
+            raise DiscoveryDisabled(
+                f"@net.subscribe({subscription.event!r}) without peers= finds publishers on the LAN, "
+                f"but NET_DISCOVERY=off: pass peers=, or on_host=True, or allow discovery")
         with self.lock:
             self.subscriptions.append(subscription)
             self._rebuild_locked()

@@ -133,6 +133,16 @@ def test_spec_subscribe_examples_with_net_peers_results():
         by_peer.unsubscribe()
 
 
+def test_subscribing_through_lan_discovery_when_it_is_off_fails_clearly(monkeypatch):
+    monkeypatch.setattr(net, "DISCOVERY", "off")
+    name = unique("nowhere")
+    with pytest.raises(net.DiscoveryDisabled, match="NET_DISCOVERY=off"):
+        @net.subscribe(name)
+        def handler(*args):
+            pass
+    assert name not in events.SUBSCRIPTIONS.by_event
+
+
 def test_event_function_must_return_args_and_kwargs():
     @net.event(unique("bad_shape"))
     def bad(value):
