@@ -290,17 +290,22 @@ def test_discovery_subscription_reaches_a_matching_publisher_that_appears_later(
     block = port_block()                # on_host discovery probes this port block
     sub = subscriber(spawn, name, "on_host", env=peer_env(port_start=block), NET_LEASE="0.3",
                      NET_TEST_GROUPS="g1")
+    hub_sub = subscriber(spawn, name, "on_host", env=peer_env(port_start=block), NET_LEASE="0.3",
+                         NET_TEST_HUBS_ONLY="1")
     other = spawn("events_pub", env=peer_env(port_start=block, NET_GROUP="g2"))
-    match = spawn("events_pub", env=peer_env(port_start=block, NET_GROUP="g1"))
+    match = spawn("events_pub", env=peer_env(port_start=block, NET_GROUP="g1", NET_IS_HUB="1"))
 
-    def subscribed(publisher) -> bool:
+    def subscribed(publisher, who) -> bool:
         table = net.subscription_handler("list", peer=publisher.id)
-        return any(entry["port"] == sub.port for entry in table.get(name, []))
+        return any(entry["port"] == who.port for entry in table.get(name, []))
 
-    wait_until(lambda: subscribed(match), timeout=20, what="the renewal to find the new publisher")
-    assert not subscribed(other)        # found by the same scan, but not in group g1
+    wait_until(lambda: subscribed(match, sub) and subscribed(match, hub_sub), timeout=20,
+               what="the renewals to find the new publisher")
+    assert not subscribed(other, sub)        # found by the same scans, but not in group g1
+    assert not subscribed(other, hub_sub)    # and not a hub
     events_pub.fire(name, [1, 2, 3], peer=match.id)
     assert received(sub, name, count=3) == [1, 2, 3]
+    assert received(hub_sub, name, count=3) == [1, 2, 3]
 
 
 def test_frozen_subscriber_is_pruned_by_the_heartbeat_while_a_good_one_goes_on(spawn, monkeypatch):
