@@ -389,3 +389,14 @@ def test_packed_items_spliced_after_an_array_header_are_the_packed_list(length):
     spliced = wire.array_header(length) + b"".join(wire.pack(item) for item in items)
     assert spliced == wire.pack(items)
     assert wire.unpack(spliced) == items
+
+
+def test_event_settings_have_defaults_and_refuse_bad_values():
+    import json
+    from test_config import import_net
+    result = import_net({})
+    values = json.loads(result.stdout)
+    assert values["NET_LEASE"] == 30.0 and values["NET_EVENT_QUEUE"] == 10_000
+    for variable, value in (("NET_LEASE", "0"), ("NET_EVENT_QUEUE", "-5")):
+        result = import_net({variable: value})
+        assert result.returncode != 0 and "ConfigError" in result.stderr and variable in result.stderr
