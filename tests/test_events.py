@@ -143,6 +143,29 @@ def test_subscribing_through_lan_discovery_when_it_is_off_fails_clearly(monkeypa
     assert name not in events.SUBSCRIPTIONS.by_event
 
 
+def test_async_handlers_are_awaited_in_order():
+    name = unique("async")
+    got = []
+    done = threading.Event()
+    trigger = publisher_hook(name)
+
+    @net.subscribe(name, peers=me())
+    async def handler(value):
+        import asyncio
+        await asyncio.sleep(0)
+        got.append(value)
+        if value == 19:
+            done.set()
+
+    try:
+        for i in range(20):
+            trigger(i)
+        assert done.wait(10)
+        assert got == list(range(20))
+    finally:
+        handler.unsubscribe()
+
+
 def test_event_function_must_return_args_and_kwargs():
     @net.event(unique("bad_shape"))
     def bad(value):
