@@ -48,7 +48,7 @@ MAX_BATCH_BYTES = 256 * 1024        # bytes of events in one delivery message (o
 MESSAGE_OVERHEAD = 4096             # room for the batch header inside NET_MAX_MESSAGE
 SUBSCRIBE_TIMEOUT = 5.0             # seconds for one subscribe/renew call to a publisher
 REMEMBERED_LEASES = 4096            # leases a subscriber remembers sequence numbers for
-STALE_KEPT = 100                    # entries kept in the stale list
+FAILURE_LOG_INTERVAL = 10.0         # seconds between reports of one subscriber's failures or drops
 
 # A delivery is the CALL [SUBSCRIPTION_KEY, ["deliver", meta, [event, ...]], {}, {}]; the events are
 # packed once when triggered and spliced in between these constant pieces.
@@ -67,7 +67,8 @@ class Subscriber:
     """One subscribing peer as a publisher sees it: its lease, its events and its queue."""
 
     __slots__ = ("id", "host", "port", "route", "instance", "lease", "events", "queue", "seq", "busy",
-                 "gone", "period", "expires", "delivered", "failed", "dropped", "dropped_logged")
+                 "gone", "period", "expires", "delivered", "failed", "dropped", "dropped_logged",
+                 "failed_logged", "failure_logged_at", "drops_logged_at")
 
     def __init__(self, peer_id: bytes, host: str, port: int, route: str, instance: str, bound: int):
         self.id = peer_id
@@ -87,6 +88,9 @@ class Subscriber:
         self.failed = 0
         self.dropped = 0
         self.dropped_logged = 0
+        self.failed_logged = 0
+        self.failure_logged_at = float("-inf")
+        self.drops_logged_at = float("-inf")
 
     @property
     def where(self) -> str:
@@ -221,8 +225,9 @@ class Publisher:
             registry.STALE.append({"id": record.id, "host": record.host, "port": record.port,
                                    "events": sorted(record.events), "reason": str(reason),
                                    "time": time.time()})
-        log.warning("net: subscriber %s dropped from %s: %s (%d queued event(s) discarded)",
-                    record.name, ", ".join(sorted(record.events)), reason, lost)
+        log.warning("net: subscriber %s dropped from %s: %s (%d queued event(s) discarded, "
+                    "%d dropped before as it was too slow)",
+                    record.name, ", ".join(sorted(record.events)), reason, lost, record.dropped)
 
     # -- triggering --------------------------------------------------------------------------
     def publish(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
@@ -308,10 +313,15 @@ class Publisher:
                 return
             failed = payload.get("failed") or 0
             record.delivered += count
-            if failed:
+            if isinstance(failed, int) and failed > 0:
                 record.failed += failed
-                log.warning("net: subscriber %s: %s of %d event(s) raised in its handlers: %s",
-                            record.name, failed, count, payload.get("error"))
+                now = time.monotonic()
+                if now - record.failure_logged_at >= FAILURE_LOG_INTERVAL:     # no log flood
+                    log.warning("net: subscriber %s: %d event handler call(s) raised since the last "
+                                "report (%d in all), e.g. %s", record.name,
+                                record.failed - record.failed_logged, record.failed, payload.get("error"))
+                    record.failed_logged = record.failed
+                    record.failure_logged_at = now
         elif frame.kind is Kind.RESULT and isinstance(payload, wire.Flag):
             self._stale(record, f"it does not take event deliveries (answered {payload.name})")
             return
@@ -354,10 +364,12 @@ class Publisher:
     def _report_drops(self, record: Subscriber) -> None:
         dropped = record.dropped
         new = dropped - record.dropped_logged
-        if new > 0:
+        now = time.monotonic()
+        if new > 0 and now - record.drops_logged_at >= FAILURE_LOG_INTERVAL:     # no log flood
             record.dropped_logged = dropped
+            record.drops_logged_at = now
             log.warning("net: subscriber %s is too slow: dropped its %d oldest queued event(s) "
-                        "(%d so far; NET_EVENT_QUEUE=%d)", record.name, new, dropped,
+                        "since the last report (%d in all; NET_EVENT_QUEUE=%d)", record.name, new, dropped,
                         record.queue.maxlen or 0)
 
     # -- lease expiry ------------------------------------------------------------------------
@@ -527,6 +539,8 @@ class Subscription:
         self.targets: dict[str, tuple[str, int]] = {}      # route text -> (host, port)
         self.active = True
         self.is_async = inspect.iscoroutinefunction(function)
+        self.failures = 0
+        self.failure_logged_at = float("-inf")
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -739,10 +753,15 @@ class Subscriptions:
                     subscription.run(args, kwargs)
                 except Exception as exc:
                     failed += 1
+                    subscription.failures += 1
                     if first_error is None:
                         first_error = f"{type(exc).__name__}: {exc}"
-                        log.warning("net: handler %s of event %r from %s raised", subscription.__qualname__,
-                                    name, publisher, exc_info=True)
+                    now = time.monotonic()
+                    if now - subscription.failure_logged_at >= FAILURE_LOG_INTERVAL:   # no log flood
+                        subscription.failure_logged_at = now
+                        log.warning("net: handler %s of event %r from %s raised (%d failure(s) so far)",
+                                    subscription.__qualname__, name, publisher, subscription.failures,
+                                    exc_info=True)
         with self.deliver_lock:
             self.last_seq[lease] = last
             self.last_seq.move_to_end(lease)
