@@ -48,6 +48,7 @@ MAX_BATCH_BYTES = 256 * 1024        # bytes of events in one delivery message (o
 MESSAGE_OVERHEAD = 4096             # room for the batch header inside NET_MAX_MESSAGE
 SUBSCRIBE_TIMEOUT = 5.0             # seconds for one subscribe/renew call to a publisher
 REMEMBERED_LEASES = 4096            # leases a subscriber remembers sequence numbers for
+MAX_SUBSCRIBERS = 4096              # leases one publisher holds at once (bounds its memory)
 FAILURE_LOG_INTERVAL = 10.0         # seconds between reports of one subscriber's failures or drops
 
 # A delivery is the CALL [SUBSCRIPTION_KEY, ["deliver", meta, [event, ...]], {}, {}]; the events are
@@ -175,6 +176,8 @@ class Publisher:
                     self._rebuild_locked()
                 return {"instance": INSTANCE, "lease": None, "expires_in": 0}
             if record is None:
+                if len(self.records) >= MAX_SUBSCRIBERS:
+                    raise ValueError(f"this publisher already serves {MAX_SUBSCRIBERS} subscribers")
                 record = Subscriber(peer_id, host, port, route, instance, config.get("EVENT_QUEUE"))
                 self.records[key] = record
                 log.debug("net: %s subscribed to %s", record.name, ", ".join(sorted(events)))
