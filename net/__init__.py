@@ -12,7 +12,7 @@ import logging as _logging
 from . import config as _config
 from .errors import (AuthError, Cancelled, ConfigError, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
-                     VersionMismatch)
+                     UnknownPeer, UserCodeError, VersionMismatch)
 from .api import cancelled, connect, flag, timeout
 from .peer import Peer
 from . import peer
@@ -41,6 +41,7 @@ __all__ = [
     # errors
     "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
+    "UnknownPeer", "UserCodeError",
     # settings
     *[_s.name for _s in _config.SETTINGS],
 ]

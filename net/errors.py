@@ -11,7 +11,9 @@
     ├── Timeout                   a call ran past its deadline (net.timeout / NET_TIMEOUT)
     ├── Cancelled                 the call was cancelled by the caller
     ├── RemoteError               the remote handler raised; carries its type, message, traceback
-    └── InvalidConnection         the peer offers no connection by that name/tag
+    ├── InvalidConnection         the peer offers no connection by that name/tag
+    ├── UnknownPeer               no peer (or more than one) matches a name given by the user
+    └── UserCodeError             the user's module could not be imported (`net serve`)
 
 Errors caused by the remote side name the peer (``peer`` attribute, ``host:port``)
 so a log line says where things went wrong, not only what.
@@ -101,3 +103,15 @@ class InvalidConnection(NetError, LookupError):
         self.offered = sorted(offered or [])
         listing = ", ".join(self.offered) if self.offered else "(none)"
         super().__init__(f"peer {peer} has no connection {connection!r}; it offers: {listing}")
+
+
+class UnknownPeer(NetError, LookupError):
+    """No peer matches what the user named (id, ``host:port`` or prefix), or several do."""
+
+    def __init__(self, message: str, candidates: list[str] | None = None):
+        super().__init__(message)
+        self.candidates = list(candidates or [])
+
+
+class UserCodeError(NetError, ImportError):
+    """The user's module failed to import; the message carries the user's own error and where."""
