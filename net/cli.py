@@ -337,7 +337,9 @@ def call_connection(target: Any, name: str, values: list[Any], keywords: dict[st
         return name, client.call(target.host, target.port, identity.key(name), values, keywords,
                                  target=target.address)
     except net.InvalidConnection as exc:
-        suffix = [offered for offered in exc.offered if offered.endswith("." + name)]
+        suffix = [offered for offered in exc.offered if offered.endswith("." + name)
+                  or (name.startswith("net.") and offered.startswith("net.defaults.")
+                      and offered.endswith("." + name[4:]))]      # net.info as users write it
         if len(suffix) != 1:
             raise
         return suffix[0], client.call(target.host, target.port, identity.key(suffix[0]), values, keywords,

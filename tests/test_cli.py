@@ -1,0 +1,168 @@
+"""The `net` command, driven through its real entry point in subprocesses on loopback."""
+from __future__ import annotations
+
+import json
+import signal
+import tomllib
+
+import pytest
+
+from cli_support import Running, net_command, serve
+from support import ROOT, peer_env
+
+BASIC = "tests/peers/basic.py"
+
+
+@pytest.fixture
+def basic_peer():
+    running, peer_id, port = serve(BASIC)
+    with running:
+        yield running, peer_id, port
+
+
+def one_line_error(result, code=1):
+    """The failure is one clear line on stderr: no traceback, the promised exit code."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("net: error: ")
+    return lines[0]
+
+
+def test_console_script_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["net"] == "net.cli:main"
+
+
+def test_help_lists_every_subcommand_and_each_has_help():
+    result = net_command("--help")
+    assert result.returncode == 0
+    for command in ("serve", "peers", "info", "call", "listen", "ping", "demo"):
+        assert command in result.stdout
+    for command in ("serve", "peers", "info", "call", "listen", "ping", "demo"):
+        sub = net_command(command, "--help")
+        assert sub.returncode == 0, sub.stderr
+        assert f"usage: net {command}" in sub.stdout
+
+
+def test_bad_command_line_exits_2():
+    assert net_command().returncode == 2
+    assert net_command("frobnicate").returncode == 2
+    assert net_command("ping", "127.0.0.1:1", "--count", "0").returncode == 2
+
+
+def test_serve_runs_until_sigint_and_stops_cleanly():
+    running, peer_id, port = serve(BASIC)
+    with running:
+        assert "basic.add" in "\n".join(running.lines) or running.wait_for("basic.add")
+        called = net_command("call", f"127.0.0.1:{port}", "basic.add", "2", "3")
+        assert called.stdout.strip() == "5"
+        code, out, err = running.interrupt(signal.SIGINT)
+    assert code == 0, err
+    assert "stopped (SIGINT)" in out
+    assert "Traceback" not in err
+    assert net_command("ping", f"127.0.0.1:{port}", "-c", "1").returncode == 1   # the port is free
+
+
+def test_serve_stops_on_sigterm_and_honours_overrides():
+    env = peer_env()
+    port_start = int(env["NET_PORT_START"]) + 7
+    running, peer_id, port = serve(BASIC, env=env, extra=("--group", "render-farm", "--hub",
+                                                          "--port-start", str(port_start), "--json"))
+    with running:
+        info = json.loads(net_command("info", peer_id, "--json").stdout)
+        assert info["info"]["group"] == "render-farm" and info["info"]["hub"] is True
+        assert port == port_start
+        code, out, _ = running.interrupt(signal.SIGTERM)
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1]) == {"stopped": "SIGTERM"}
+
+
+def test_call_arguments_are_json_literals_or_plain_words(basic_peer):
+    _, peer_id, port = basic_peer
+    address = f"127.0.0.1:{port}"
+    assert net_command("call", address, "basic.add", "1", "2.5").stdout.strip() == "3.5"
+    assert net_command("call", address, "basic.add", "hello", " world").stdout.strip() == "hello world"
+    result = net_command("call", peer_id, "net.pass_through", "[1, 2]", '{"a": null}', "true", "word",
+                         "--kw", "k=[3]", "--kw", "name=bob", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [[[1, 2], {"a": None}, True, "word"], {"k": [3], "name": "bob"}]
+
+
+def test_call_reaches_tags_and_unique_short_names(basic_peer):
+    _, peer_id, _ = basic_peer
+    result = net_command("call", peer_id, "MyTaggedFunction", "7", "--json")
+    assert json.loads(result.stdout) == {"version": 2, "value": 7}
+    assert net_command("call", peer_id, "echo", '"x y"').stdout.strip() == "x y"
+    assert json.loads(net_command("call", peer_id, "nothing", "--json").stdout) is None
+
+
+def test_remote_error_prints_error_and_remote_traceback(basic_peer):
+    _, peer_id, _ = basic_peer
+    result = net_command("call", peer_id, "basic.fail", "boom")
+    assert result.returncode == 1
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("net: error: ") and "ValueError: boom" in first and "basic.fail" in first
+    assert "Remote traceback:" in result.stderr and "raise ValueError(message)" in result.stderr
+
+
+def test_unknown_connection_is_one_line_listing_what_is_offered(basic_peer):
+    _, peer_id, _ = basic_peer
+    line = one_line_error(net_command("call", peer_id, "no_such_thing"))
+    assert "unknown connection 'no_such_thing'" in line and "basic.add" in line
+
+
+def test_malformed_json_argument_is_a_usage_error(basic_peer):
+    _, peer_id, _ = basic_peer
+    line = one_line_error(net_command("call", peer_id, "basic.echo", "[1, 2"), code=2)
+    assert "not valid JSON" in line and "[1, 2" in line
+    line = one_line_error(net_command("call", peer_id, "basic.echo", "--kw", "x={oops"), code=2)
+    assert "not valid JSON" in line
+
+
+def test_unreachable_and_unknown_peers_are_one_line_errors():
+    free = peer_env()["NET_PORT_START"]     # a fresh block nobody serves on
+    line = one_line_error(net_command("call", f"127.0.0.1:{free}", "basic.echo", "1"))
+    assert "unreachable" in line and f"127.0.0.1:{free}" in line
+    line = one_line_error(net_command("info", "zz-no-such-peer"))
+    assert "no peer" in line and "zz-no-such-peer" in line
+
+
+def test_failing_user_module_shows_the_users_error(tmp_path):
+    broken = tmp_path / "broken_handlers.py"
+    broken.write_text("import net\n\n\n@net.connect()\ndef f():\n    pass\n\nraise RuntimeError('my config is missing')\n")
+    line = one_line_error(net_command("serve", str(broken), "--duration", "5"))
+    assert "RuntimeError: my config is missing" in line and "broken_handlers.py:8" in line
+    typo = tmp_path / "typo_handlers.py"
+    typo.write_text("def f(:\n    pass\n")
+    line = one_line_error(net_command("serve", str(typo), "--duration", "5"))
+    assert "SyntaxError" in line and "typo_handlers.py:1" in line
+    line = one_line_error(net_command("serve", "no_such_module_anywhere", "--duration", "5"))
+    assert "ModuleNotFoundError" in line and "no_such_module_anywhere" in line
+
+
+def test_info_shows_connections_with_signatures_docs_and_flags(basic_peer):
+    _, peer_id, port = basic_peer
+    info = json.loads(net_command("info", f"127.0.0.1:{port}", "--json").stdout)
+    assert info["id"] == peer_id
+    assert info["info"]["port"] == port
+    by_name = {entry["name"]: entry for entry in info["connections"]}
+    assert by_name["basic.add"]["signature"] == "(a, b)"
+    assert by_name["MyTaggedFunction"]["doc"].startswith("Renamed in 'version 2'")
+    assert {"NULL", "INVALID_CONNECTION"} <= {flag["name"] for flag in info["flags"]}
+    assert info["subscriptions"] == []
+    table = net_command("info", peer_id)
+    assert table.returncode == 0
+    assert "basic.call_other" in table.stdout and "(other, value)" in table.stdout
+
+
+def test_ping_reports_round_trips(basic_peer):
+    _, peer_id, port = basic_peer
+    result = net_command("ping", peer_id, "-c", "3", "-i", "0.05", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sent"] == 3 and summary["received"] == 3 and summary["loss"] == 0
+    assert all(t > 0 for t in summary["times_ms"])
+    human = net_command("ping", f"127.0.0.1:{port}", "-c", "2", "-i", "0.05")
+    assert human.stdout.count("reply from") == 2 and "rtt min/avg/max" in human.stdout
