@@ -126,7 +126,7 @@ class OutboundConnection:
         self.host = host
         self.port = port
         self.where = f"{host}:{port}"
-        sock = transport.connect(host, port, config.get("CONNECT_TIMEOUT"))
+        sock = transport.connect(host, port, dial_timeout())
         self.framed = transport.FramedSocket(sock, self.where, config.get("MAX_MESSAGE"))
         self.pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
@@ -325,6 +325,12 @@ def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
         raise RemoteError(str(error.get("type", "Error")), str(error.get("message", "")),
                           str(error.get("traceback", "")), peer=where, connection=registry.name_of(key))
     raise ProtocolError(f"{where} answered a call with a {frame.kind.name} frame")
+
+
+def dial_timeout() -> float:
+    """Seconds to open a connection: ``context.dial_timeout`` if set (discovery probes), else the setting."""
+    from .context import dial_timeout as override
+    return override.get() or config.get("CONNECT_TIMEOUT")
 
 
 def effective_timeout() -> float | None:

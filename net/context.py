@@ -10,6 +10,9 @@ current_request: contextvars.ContextVar["RequestState | None"] = contextvars.Con
     "net_current_request", default=None)
 call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "net_call_timeout", default=None)
+# Overrides NET_CONNECT_TIMEOUT for dials made in this context (discovery probes use a short one).
+dial_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "net_dial_timeout", default=None)
 
 
 class RequestState:

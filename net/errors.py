@@ -13,7 +13,8 @@
     ├── RemoteError               the remote handler raised; carries its type, message, traceback
     ├── InvalidConnection         the peer offers no connection by that name/tag
     ├── UnknownPeer               no peer (or more than one) matches a name given by the user
-    └── UserCodeError             the user's module could not be imported (`net serve`)
+    ├── UserCodeError             the user's module could not be imported (`net serve`)
+    └── DiscoveryDisabled         net.peers() would scan the LAN but NET_DISCOVERY=off
 
 Errors caused by the remote side name the peer (``peer`` attribute, ``host:port``)
 so a log line says where things went wrong, not only what.
@@ -115,3 +116,7 @@ class UnknownPeer(NetError, LookupError):
 
 class UserCodeError(NetError, ImportError):
     """The user's module failed to import; the message carries the user's own error and where."""
+
+
+class DiscoveryDisabled(NetError):
+    """A LAN scan was asked for while ``NET_DISCOVERY=off`` (``on_host=True`` still works)."""

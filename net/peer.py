@@ -42,6 +42,7 @@ class _Peer:
         self._host = config.get("HOST")
         self._port: int | None = None
         self.server: Server | None = None
+        self.responder: Any = None      # answers LAN discovery queries (net.discovery), if allowed
         self.closed = False
         if launch:
             self.launch()
@@ -52,6 +53,8 @@ class _Peer:
             self.server = Server(self)
             self._port = self.server.port
             self.closed = False
+            from . import discovery
+            self.responder = discovery.start_responder(self)
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -99,6 +102,10 @@ class _Peer:
     def close(self) -> None:
         """Stop serving and release the port (idempotent)."""
         global _instance
+        if self.responder is not None:
+            from . import discovery
+            discovery.stop_responder(self, self.responder)
+            self.responder = None
         if self.server is not None:
             self.server.close()
             self.server = None

@@ -10,6 +10,7 @@ from support import PORT_BLOCK, port_block  # noqa: E402
 
 os.environ["NET_HOST"] = "127.0.0.1"
 os.environ["NET_BIND"] = "127.0.0.1"
+os.environ["NET_DISCOVERY"] = "off"     # never scan the real LAN from the root namespace (on_host still works)
 os.environ["NET_PORT_START"] = str(port_block())
 os.environ["NET_PORT_RANGE"] = str(PORT_BLOCK - 1)
 

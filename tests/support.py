@@ -31,6 +31,7 @@ def peer_env(port_start: int | None = None, **extra: str) -> dict[str, str]:
     env.update({
         "NET_HOST": "127.0.0.1",
         "NET_BIND": "127.0.0.1",
+        "NET_DISCOVERY": "off",
         "NET_PORT_START": str(port_start if port_start is not None else port_block()),
         "NET_PORT_RANGE": str(PORT_BLOCK - 1),
         "NET_TEST_LIFETIME": env.get("NET_TEST_LIFETIME", "120"),
