@@ -166,3 +166,31 @@ def test_ping_reports_round_trips(basic_peer):
     assert all(t > 0 for t in summary["times_ms"])
     human = net_command("ping", f"127.0.0.1:{port}", "-c", "2", "-i", "0.05")
     assert human.stdout.count("reply from") == 2 and "rtt min/avg/max" in human.stdout
+
+
+def test_peers_on_host_lists_served_peers_and_resolves_prefixes():
+    env = peer_env()
+    first, first_id, first_port = serve(BASIC, env=env, extra=("--group", "alpha"))
+    with first:
+        second, second_id, second_port = serve(BASIC, env=env, extra=("--group", "beta", "--hub"))
+        with second:
+            listed = net_command("peers", "--on-host", "--json", env=env)
+            assert listed.returncode == 0, listed.stderr
+            found = json.loads(listed.stdout)
+            assert {row["id"]: (row["port"], row["group"], row["hub"]) for row in found} == {
+                first_id: (first_port, "alpha", False), second_id: (second_port, "beta", True)}
+            hubs = json.loads(net_command("peers", "--on-host", "--hubs", "--json", env=env).stdout)
+            assert [row["id"] for row in hubs] == [second_id]
+            alpha = json.loads(net_command("peers", "--on-host", "--group", "alpha", "--json", env=env).stdout)
+            assert [row["id"] for row in alpha] == [first_id]
+            table = net_command("peers", "--on-host", "--group", "alpha", "--group", "beta", env=env)
+            assert "2 peers" in table.stdout and first_id in table.stdout and "beta" in table.stdout
+
+            # PEER as a unique prefix of an id, or of host:port; an ambiguous one is an error
+            unique = next(first_id[:n] for n in range(1, len(first_id)) if not second_id.startswith(first_id[:n]))
+            info = json.loads(net_command("info", unique, "--json", env=env).stdout)
+            assert info["info"]["port"] == first_port
+            line = one_line_error(net_command("info", "127.0.0", env=env))
+            assert "matches 2 peers" in line and str(first_port) in line and str(second_port) in line
+            pinged = net_command("ping", f"127.0.0.1:{second_port}", "-c", "1", env=env)
+            assert pinged.returncode == 0
