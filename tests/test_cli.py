@@ -194,3 +194,48 @@ def test_peers_on_host_lists_served_peers_and_resolves_prefixes():
             assert "matches 2 peers" in line and str(first_port) in line and str(second_port) in line
             pinged = net_command("ping", f"127.0.0.1:{second_port}", "-c", "1", env=env)
             assert pinged.returncode == 0
+
+
+needs_events = pytest.mark.skipif(not hasattr(__import__("net"), "subscribe"),
+                                  reason="events (net.subscribe) are not in this build")
+
+
+@needs_events
+def test_listen_prints_events_until_sigint():
+    publisher, peer_id, port = serve("tests/peers/publisher.py")
+    with publisher:
+        with Running.net("listen", f"127.0.0.1:{port}", "tick", "--duration", "120") as listener:
+            listener.wait_for("net: listening for tick on ")
+            fired = net_command("call", peer_id, "fire", "3")
+            assert fired.stdout.strip() == "3", fired.stderr
+            listener.wait_for("tick(3, label='tick')")
+            assert [line.split(" ", 1)[1] for line in listener.lines if "tick(" in line] == [
+                "tick(1, label='tick')", "tick(2, label='tick')", "tick(3, label='tick')"]
+            code, out, err = listener.interrupt(signal.SIGINT)
+        assert code == 0, err
+        assert "stopped (SIGINT) after 3 event(s)" in out
+        assert "Traceback" not in err
+
+
+@needs_events
+def test_listen_json_exits_after_count():
+    publisher, peer_id, port = serve("tests/peers/publisher.py")
+    with publisher:
+        with Running.net("listen", peer_id, "tick", "--json", "--count", "2", "--duration", "120") as listener:
+            listener.wait_for('"listening"')
+            net_command("call", peer_id, "fire", "2")
+            out, err = listener.proc.communicate(timeout=30)
+            assert listener.proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(e["args"], e["kwargs"]) for e in events] == [([1], {"label": "tick"}), ([2], {"label": "tick"})]
+
+
+def test_demo_runs_on_loopback_and_exits_0():
+    if not hasattr(__import__("net"), "event"):
+        pytest.skip("events (net.event) are not in this build")
+    result = net_command("demo")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for expected in ("net.peers(on_host=True", "render(5) ran in pid", "6 of 6 events delivered",
+                     "peer -> peer:", "net.PeerUnreachable", "demo finished"):
+        assert expected in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr
