@@ -391,6 +391,8 @@ def run_listen(args: argparse.Namespace) -> int:
     if not hasattr(net, "subscribe"):
         raise net.NetError("this build of net has no events (net.subscribe): listen is unavailable")
     target = _target(args)
+    with _deadline(args):
+        net.info(peer=target.address)       # unreachable: one clear error now, not silence later
     _reachable_settings(target)
     stop = threading.Event()
     received = {"count": 0}

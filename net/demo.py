@@ -18,6 +18,8 @@ from typing import Any
 
 import net
 
+net.HOST = net.BIND = "127.0.0.1"   # before the first @net.connect starts this process's peer
+
 WORKER_LIFETIME = 60.0
 WORKERS = ("renderer-1", "renderer-2", "hub")
 PORT_RANGE = 20
