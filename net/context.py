@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextvars
-import threading
 from typing import Any
 
 serving_peer: contextvars.ContextVar[Any] = contextvars.ContextVar("net_serving_peer", default=None)
@@ -18,25 +17,21 @@ dial_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 class RequestState:
     """Server-side state of one request: set to cancelled when the caller sends CANCEL."""
 
-    __slots__ = ("request_id", "caller", "_cancelled", "on_cancel")
+    __slots__ = ("request_id", "caller", "cancelled", "on_cancel")
 
     def __init__(self, request_id: int, caller: str):
         self.request_id = request_id
         self.caller = caller
-        self._cancelled = threading.Event()
+        self.cancelled = False
         self.on_cancel: Any = None      # callable run once on cancel (e.g. cancel an asyncio task)
 
     def cancel(self) -> None:
-        if self._cancelled.is_set():
+        if self.cancelled:
             return
-        self._cancelled.set()
+        self.cancelled = True
         hook = self.on_cancel
         if hook is not None:
             hook()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
 
 
 def cancelled() -> bool:

@@ -204,20 +204,32 @@ def scan(on_host: bool = False) -> dict[bytes, dict[str, Any]]:
 
 
 def _scan_network(prober: "_Prober", timeout: float) -> None:
-    """Multicast query and ARP sweep side by side; every hit goes straight to the prober."""
-    interface = config.get("HOST")
+    """Multicast query and ARP sweep side by side; every hit goes straight to the prober.
 
-    def sweep() -> None:
-        own = lan.local_addresses()
-        hosts = [address for address in lan.neighbours() if address not in own]
-        targets = [(host, port) for host in hosts for port in port_range()]
+    After the query window the ARP table is read again: hosts that answered
+    are in it now, and their other ports may hold peers that do not answer
+    queries (``NET_DISCOVERY=query``/``off``), so they are swept too.
+    """
+    interface = config.get("HOST")
+    swept: set[str] = set(lan.local_addresses())
+    answered: list[str] = []
+
+    def sweep(hosts: Iterable[str]) -> None:
+        fresh = [host for host in dict.fromkeys(hosts) if host not in swept]
+        swept.update(fresh)
+        targets = [(host, port) for host in fresh for port in port_range()]
         for host, port in lan.open_ports(targets, timeout):
             prober.submit(host, port)
 
-    sweeper = threading.Thread(target=sweep, daemon=True, name="net-discovery-sweep")
-    sweeper.start()
-    lan.query(timeout, lambda source, answer: _on_answer(prober, source, answer), interface)
-    sweeper.join()
+    def on_answer(source: str, answer: dict[str, Any]) -> None:
+        answered.append(source)
+        _on_answer(prober, source, answer)
+
+    first = threading.Thread(target=sweep, args=(lan.neighbours(),), daemon=True, name="net-discovery-sweep")
+    first.start()
+    lan.query(timeout, on_answer, interface)
+    first.join()
+    sweep(answered + lan.neighbours())
 
 
 def _on_answer(prober: "_Prober", source: str, answer: dict[str, Any]) -> None:

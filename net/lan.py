@@ -144,6 +144,8 @@ def open_ports(targets: Iterable[tuple[str, int]], timeout: float) -> list[tuple
                     continue
                 started[sock] = time.monotonic()
                 selector.register(sock, selectors.EVENT_WRITE, (host, port))
+            if not started:         # everything refused at once
+                continue
             oldest = min(started.values())
             wait = max(0.0, oldest + timeout - time.monotonic())
             for key, _ in selector.select(timeout=wait):

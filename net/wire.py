@@ -26,6 +26,7 @@ received is ever unpickled or evaluated. The only extension type is a *flag*
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Iterator
@@ -100,14 +101,22 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
-_packer_options = dict(use_bin_type=True, default=_default)
+_packers = threading.local()    # a Packer is not thread-safe, and building one per call is slow
 
 
 def pack(value: Any) -> bytes:
     """msgpack-encode one payload value (raises TypeError for types that cannot travel)."""
     if type(value) is Flag:     # Flag subclasses str, so msgpack would send it as plain text
         value = _default(value)
-    return msgpack.packb(value, **_packer_options)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
+    try:
+        return packer.pack(value)
+    except BaseException:
+        _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)   # reset its buffer
+        raise
 
 
 def unpack(data: bytes | memoryview) -> Any:
@@ -119,6 +128,27 @@ def unpack(data: bytes | memoryview) -> Any:
         raise
     except Exception as exc:    # msgpack raises several unrelated types for bad input
         raise ProtocolError(f"undecodable payload: {exc.__class__.__name__}: {exc}") from None
+
+
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of ``length`` items.
+
+    Followed by that many already-packed items it is a packed list, so a value
+    packed once (an event) can go into many messages without re-encoding it.
+    """
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 0x10000:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def packed_frame(kind: Kind, request_id: int, body: bytes, *, max_message: int) -> list[bytes]:
+    """Frame an already msgpack-encoded payload (see :func:`array_header`)."""
+    if len(body) > max_message:
+        raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
+                              f"bytes (NET_MAX_MESSAGE)")
+    return [HEADER.pack(len(body), kind, request_id), body]
 
 
 def preamble() -> bytes:

@@ -32,3 +32,44 @@ def spawn():
     yield start
     for process in started:
         process.stop()
+
+
+def _lab_factory():
+    from netlab import Lab, skip_reason
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    labs = []
+
+    def build(hosts: int = 2) -> Lab:
+        lab = Lab(hosts)
+        labs.append(lab)
+        return lab
+
+    return build, labs
+
+
+@pytest.fixture
+def netlab():
+    """Build network-namespace labs (``lab = netlab(hosts=3)``, see tests/netlab.py).
+
+    Skipped with the reason when namespaces can't be made (not root, not
+    Linux); every lab is torn down after the test, even when it fails.
+    """
+    build, labs = _lab_factory()
+    try:
+        yield build
+    finally:
+        for lab in labs:
+            lab.close()
+
+
+@pytest.fixture(scope="module")
+def netlab_module():
+    """Like ``netlab``, but the labs live for the whole test module (cheaper for many tests)."""
+    build, labs = _lab_factory()
+    try:
+        yield build
+    finally:
+        for lab in labs:
+            lab.close()

@@ -13,25 +13,37 @@ from net import discovery, lan
 from support import peer_env, port_block
 
 
-@pytest.fixture
-def port_range(monkeypatch):
-    """A fresh 40-port range (two port blocks) that this test's on_host scans cover."""
+@pytest.fixture(scope="module")
+def scan_start():
+    """The first port of a fresh 40-port range (two port blocks) that this module's on_host scans cover."""
     start = port_block()
     port_block()
-    monkeypatch.setattr(net, "PORT_START", start, raising=False)
-    monkeypatch.setattr(net, "PORT_RANGE", 39, raising=False)
-    discovery.clear_cache()
-    yield start
-    discovery.clear_cache()
+    return start
 
 
 @pytest.fixture
-def local_peers(spawn, port_range):
+def port_range(monkeypatch, scan_start):
+    monkeypatch.setattr(net, "PORT_START", scan_start, raising=False)
+    monkeypatch.setattr(net, "PORT_RANGE", 39, raising=False)
+    discovery.clear_cache()
+    yield scan_start
+    discovery.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def local_processes(scan_start):
     """Three peers on loopback inside the scanned range: plain, group g1, hub in g2."""
-    plain = spawn("basic", env=peer_env(port_start=port_range))
-    grouped = spawn("basic", env=peer_env(port_start=port_range, NET_GROUP="g1"))
-    hub = spawn("basic", env=peer_env(port_start=port_range, NET_GROUP="g2", NET_IS_HUB="1"))
-    return plain, grouped, hub
+    from support import PeerProcess
+    started = [PeerProcess("basic", env=peer_env(port_start=scan_start, **extra))
+               for extra in ({}, {"NET_GROUP": "g1"}, {"NET_GROUP": "g2", "NET_IS_HUB": "1"})]
+    yield tuple(started)
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def local_peers(local_processes, port_range):
+    return local_processes
 
 
 def test_on_host_finds_local_peers_in_the_spec_shape(local_peers):
@@ -117,10 +129,10 @@ def test_on_host_skips_ports_that_are_not_peers(local_peers, port_range):
         talker.close()
 
 
-def test_peer_whose_handshake_fails_is_not_listed(port_range):
+def test_peer_whose_handshake_fails_is_not_listed(local_peers, port_range):
     """Something in the range that speaks another protocol is not a peer."""
     server = socket.socket()
-    server.bind(("127.0.0.1", port_range))
+    server.bind(("127.0.0.1", port_range + 35))
     server.listen()
     server.settimeout(5)
     import threading
@@ -136,7 +148,7 @@ def test_peer_whose_handshake_fails_is_not_listed(port_range):
     thread = threading.Thread(target=answer_garbage, daemon=True)
     thread.start()
     try:
-        assert net.peers(on_host=True, refresh=True)["peers"] == {}
+        assert set(net.peers(on_host=True, refresh=True)["peers"]) == {p.id for p in local_peers}
     finally:
         thread.join(5)
         server.close()
@@ -211,3 +223,12 @@ def test_open_ports_sweep_finds_listeners_only():
         assert lan.open_ports([("127.0.0.1", port), ("127.0.0.1", free_port)], 1.0) == [("127.0.0.1", port)]
     finally:
         listener.close()
+
+
+def test_open_ports_sweep_when_everything_is_refused():
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    free_port = closed.getsockname()[1]
+    closed.close()
+    assert lan.open_ports([("127.0.0.1", free_port)] * 3, 1.0) == []
+    assert lan.open_ports([], 1.0) == []

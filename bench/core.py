@@ -1,0 +1,78 @@
+"""Core benchmark: net against a raw Python socket echo, measured in the same run.
+
+    python bench/core.py [--quick]
+
+Prints each figure for both and the ratio (targets from issue #2 in brackets).
+Everything runs on 127.0.0.1; both servers are separate processes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import date
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+os.environ.setdefault("NET_HOST", "127.0.0.1")
+os.environ.setdefault("NET_BIND", "127.0.0.1")
+os.environ.setdefault("NET_PORT_START", "29100")
+
+import baseline  # noqa: E402
+import net  # noqa: E402
+from net import client  # noqa: E402
+
+SMALL = b"x" * 32
+BIG = os.urandom(16 * 1024 * 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    options = parser.parse_args()
+    count, per_thread, repeat_big = (2000, 300, 2) if options.quick else (20000, 2500, 5)
+    threads = 8
+
+    raw_proc, raw_port = baseline.start_server(os.path.join(HERE, "baseline.py"), "serve", "0")
+    env = dict(os.environ, NET_PORT_START="29200", NET_PORT_RANGE="50")
+    net_proc, net_port = baseline.start_server(os.path.join(HERE, "echo_peer.py"), env=env)
+    try:
+        raw = baseline.measure_raw(int(raw_port), SMALL, BIG, count, threads, per_thread, repeat_big)
+        address = ("127.0.0.1", int(net_port))
+        from echo_peer import echo
+        ours = baseline.sequential(lambda: echo(SMALL, peer=address), count)
+        ours["threads_calls_per_s"] = baseline.threaded(lambda: (lambda: echo(SMALL, peer=address)),
+                                                        threads, per_thread)
+        ours["big_echo_s"] = baseline.best_time(lambda: echo(BIG, peer=address), repeat_big)
+
+        def first_call() -> None:
+            client.POOL.close_all()
+            echo(SMALL, peer=address)
+
+        ours["first_call_s"] = baseline.best_time(first_call, 20)
+    finally:
+        baseline.stop_server(raw_proc)
+        baseline.stop_server(net_proc)
+
+    rows = [
+        ("sequential small calls/s", "calls_per_s", True, ">= 0.75x"),
+        ("sequential p50 (us)", "p50_us", False, ""),
+        ("sequential p99 (us)", "p99_us", False, ""),
+        (f"{threads} threads calls/s", "threads_calls_per_s", True, ">= 0.6x"),
+        ("16 MiB bytes echo (s)", "big_echo_s", False, "<= 3x time"),
+        ("first call to a new peer (s)", "first_call_s", False, "<= 2x time"),
+    ]
+    print(f"net core benchmark, {date.today()}, {platform.machine()} {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}{' (quick)' if options.quick else ''}")
+    print(f"{'figure':32} {'raw socket':>12} {'net':>12} {'net/raw':>9}  target")
+    for label, key, _higher_better, target in rows:
+        ratio = ours[key] / raw[key]
+        print(f"{label:32} {raw[key]:12.6g} {ours[key]:12.6g} {ratio:8.2f}x  {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The net side of the core benchmark: a peer serving `echo`, in its own process."""
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import net  # noqa: E402
+
+
+@net.connect("bench.echo")
+def echo(value):
+    return value
+
+
+@net.connect("bench.echo_async")
+async def echo_async(value):
+    return value
+
+
+if __name__ == "__main__":
+    peer = net.Peer()
+    print(f"READY {peer.port}", flush=True)
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    threading.Event().wait(600)
