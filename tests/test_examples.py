@@ -63,11 +63,11 @@ def test_hub_with_subscribers():
         outputs = []
         for subscriber in subscribers:
             with subscriber:
-                out, err = subscriber.proc.communicate(timeout=60)
-                assert subscriber.proc.returncode == 0, err
+                code, out, err = subscriber.finish(60)
+                assert code == 0, err
                 outputs.append(out)
-        hub_out, hub_err = hub.proc.communicate(timeout=60)
-    assert hub.proc.returncode == 0, hub_err
+        code, hub_out, hub_err = hub.finish(60)
+    assert code == 0, hub_err
     assert "published headline 3 to 2 subscriber(s)" in hub_out
     for out in outputs:
         got = [line.split(" got ")[1] for line in out.splitlines() if " got " in line]
