@@ -294,7 +294,7 @@ def run_info(args: argparse.Namespace) -> int:
     if summary.get("subscriptions") is not None:
         table = Table("event", "subscribers", title="subscriptions", title_justify="left")
         for entry in summary["subscriptions"]:
-            table.add_row(_text(entry["event"]), "\n".join(map(_text, entry["subscribers"])) or "-")
+            table.add_row(_text(entry["event"]), _text("\n".join(map(str, entry["subscribers"])) or "-"))
         if not summary["subscriptions"]:
             table.add_row("(none)", "")
         console.print(table)

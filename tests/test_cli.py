@@ -209,7 +209,13 @@ def test_listen_prints_events_until_sigint():
     publisher, peer_id, port = serve("tests/peers/publisher.py")
     with publisher:
         with Running.net("listen", f"127.0.0.1:{port}", "tick", "--duration", "120") as listener:
-            listener.wait_for("net: listening for tick on ")
+            listening = listener.wait_for("net: listening for tick on ")
+            subscriber_id = listening.split(" as ")[1].split()[0]
+            summary = json.loads(net_command("info", peer_id, "--json").stdout)
+            assert {"event": "tick", "subscribers": [subscriber_id]} in summary["subscriptions"]
+            shown = net_command("info", peer_id)
+            assert shown.returncode == 0, shown.stderr
+            assert subscriber_id in shown.stdout.replace("\n", "") or subscriber_id[:20] in shown.stdout
             fired = net_command("call", peer_id, "fire", "3")
             assert fired.stdout.strip() == "3", fired.stderr
             listener.wait_for("tick(3, label='tick')")
