@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-serving_peer: contextvars.ContextVar[Any] = contextvars.ContextVar("net_serving_peer", default=None)
 current_request: contextvars.ContextVar["RequestState | None"] = contextvars.ContextVar(
     "net_current_request", default=None)
 call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -17,11 +16,12 @@ dial_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 class RequestState:
     """Server-side state of one request: set to cancelled when the caller sends CANCEL."""
 
-    __slots__ = ("request_id", "caller", "cancelled", "on_cancel")
+    __slots__ = ("request_id", "caller", "peer", "cancelled", "on_cancel")
 
-    def __init__(self, request_id: int, caller: str):
+    def __init__(self, request_id: int, caller: str, peer: Any = None):
         self.request_id = request_id
         self.caller = caller
+        self.peer = peer                # the peer serving this request (what net.Peer() returns)
         self.cancelled = False
         self.on_cancel: Any = None      # callable run once on cancel (e.g. cancel an asyncio task)
 
@@ -32,6 +32,12 @@ class RequestState:
         hook = self.on_cancel
         if hook is not None:
             hook()
+
+
+def serving_peer() -> Any:
+    """The peer serving the current call, or None outside a handler."""
+    state = current_request.get()
+    return state.peer if state is not None else None
 
 
 def cancelled() -> bool:

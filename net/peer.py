@@ -133,7 +133,7 @@ _lock = threading.RLock()
 def Peer(*args: Any, **kwargs: Any) -> _Peer:
     """The running peer of this Python process (inside a handler: the peer serving the call)."""
     global _instance
-    serving = context.serving_peer.get()
+    serving = context.serving_peer()
     if serving is not None:
         return serving
     instance = _instance
@@ -147,4 +147,4 @@ def Peer(*args: Any, **kwargs: Any) -> _Peer:
 
 def running() -> _Peer | None:
     """The process's peer if it has been started, without starting it."""
-    return context.serving_peer.get() or _instance
+    return context.serving_peer() or _instance

@@ -46,6 +46,7 @@ class HandlerSlots:
     def __init__(self, limit: int):
         self.limit = limit
         self.running = 0
+        self.waiting = 0
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
 
@@ -58,14 +59,17 @@ class HandlerSlots:
 
     def acquire_blocking(self) -> None:
         with self._freed:
+            self.waiting += 1
             while self.running >= self.limit:
                 self._freed.wait()
+            self.waiting -= 1
             self.running += 1
 
     def release(self) -> None:
         with self._lock:
             self.running -= 1
-            self._freed.notify()
+            if self.waiting:
+                self._freed.notify()
 
 
 _ASYNC: dict[Callable[..., Any], bool] = {}
@@ -354,23 +358,27 @@ class InboundConnection:
         return True
 
     def _dispatch(self, request_id: int, payload: Any, reply: bool, generation: int) -> None:
-        if not (isinstance(payload, list) and len(payload) == 4 and isinstance(payload[1], list)
-                and isinstance(payload[2], dict) and isinstance(payload[0], (bytes, str))):
+        try:
+            key, args, kwargs, _options = payload
+            if type(args) is not list or type(kwargs) is not dict or type(key) is not bytes:
+                if type(key) is not str:
+                    raise TypeError
+                key = key.encode("ascii", "replace")
+                if type(args) is not list or type(kwargs) is not dict:
+                    raise TypeError
+        except (TypeError, ValueError):
             if reply:
                 self._send(Kind.ERROR, request_id, {
                     "type": "net.ProtocolError", "traceback": "",
                     "message": "malformed call: expected [connection, args, kwargs, options]"})
             return
-        key, args, kwargs, _options = payload
-        if isinstance(key, str):
-            key = key.encode("ascii", "replace")
         handler = registry.CONNECTIONS.get(key)
         if handler is None:
             log.debug("net: %s asked for unknown connection %s", self.where, registry.name_of(key))
             if reply:
                 self._send(Kind.RESULT, request_id, self.server.peer.get_flag("INVALID_CONNECTION"))
             return
-        state = context.RequestState(request_id, self.where)
+        state = context.RequestState(request_id, self.where, self.server.peer)
         if reply:
             self.active[request_id] = state
         if _is_async(handler):
@@ -403,7 +411,6 @@ class InboundConnection:
 
     def _run_sync(self, state: context.RequestState, handler: Callable[..., Any],
                   args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
-        peer_token = context.serving_peer.set(self.server.peer)
         request_token = context.current_request.set(state)
         try:
             result = handler(*args, **kwargs)
@@ -415,13 +422,11 @@ class InboundConnection:
             outcome = (Kind.ERROR, error_payload(exc))
         finally:
             context.current_request.reset(request_token)
-            context.serving_peer.reset(peer_token)
         self._finish(state, outcome, reply)
 
     def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
         async def run() -> None:
-            context.serving_peer.set(self.server.peer)
             context.current_request.set(state)
             try:
                 outcome = (Kind.RESULT, await handler(*args, **kwargs))
