@@ -251,3 +251,33 @@ def test_demo_runs_on_loopback_and_exits_0():
                      "peer -> peer:", "net.PeerUnreachable", "demo finished"):
         assert expected in result.stdout, result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_peers_shows_a_progress_indicator_on_a_terminal():
+    """On a terminal (stderr is a pty) a spinner runs while the scan does; stdout keeps the table."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    env = peer_env(TERM="xterm", COLUMNS="120")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "net", "peers", "--on-host"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=slave, env=env, text=True, cwd=str(ROOT))
+        os.close(slave)
+        out, _ = proc.communicate(timeout=60)
+        terminal = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            terminal += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"looking for peers on this machine" in terminal
+    assert "peers on this machine" in out and "looking for" not in out
