@@ -413,16 +413,19 @@ def run_listen(args: argparse.Namespace) -> int:
             if args.count and received["count"] >= args.count:
                 stop.set()
 
-    on_event.__name__ = on_event.__qualname__ = f"listen_{abs(hash(args.event))}"
     peer = net.Peer()
     with _deadline(args):
-        net.subscribe(args.event, peers=[target.address])(on_event)
+        subscription = net.subscribe(args.event, peers=[target.address])(on_event)
     if args.json:
         print_json({"listening": args.event, "peer": str(target), "subscriber": peer.id.decode()}, indent=None)
     else:
         say(f"net: listening for {args.event} on {target} as {peer.id.decode()} (Ctrl-C to stop)")
     sys.stdout.flush()
     why = wait_for_stop(args.duration, stop)
+    try:
+        subscription.unsubscribe()          # the publisher forgets us at once, not at lease expiry
+    except Exception:                       # best effort: the publisher may be gone already
+        pass
     peer.close()
     if not args.json:
         say(f"net: stopped ({why}) after {received['count']} event(s)")
@@ -435,7 +438,7 @@ def add_ping(commands: Any) -> None:
                                  description="Call PEER's null connection COUNT times and print round-trip "
                                              "times (the first includes opening the connection).")
     _peer_options(parser, timeout=2.0)
-    parser.add_argument("-c", "--count", type=_count, default=4, help="replies to wait for (default 4)")
+    parser.add_argument("-c", "--count", type=_count, default=4, help="calls to make (default 4)")
     parser.add_argument("-i", "--interval", type=_seconds, default=1.0, metavar="SECONDS",
                         help="pause between calls (default 1)")
     _json_option(parser)
