@@ -500,9 +500,22 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo.run()
 
 
+# -- certs (issue 6: mutual TLS) -------------------------------------------------------------------
+def add_certs(commands: Any) -> None:
+    """``net certs`` lives in net/certs.py (the trust work); offered when that module is present."""
+    import importlib.util
+    if importlib.util.find_spec("net.certs") is None:
+        return
+    from . import certs     # imports cryptography only when run
+    parser = commands.add_parser("certs", help="create a team CA and peer certificates for mutual TLS",
+                                 description=(certs.__doc__ or "").splitlines()[0] if certs.__doc__ else None)
+    certs.add_arguments(parser)
+    parser.set_defaults(run=certs.run)
+
+
 # -- entry point --------------------------------------------------------------------------------------
 SUBCOMMANDS: list[Callable[[Any], None]] = [add_serve, add_peers, add_info, add_call, add_listen, add_ping,
-                                            add_demo]
+                                            add_demo, add_certs]
 
 
 def build_parser() -> argparse.ArgumentParser:
