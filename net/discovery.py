@@ -95,15 +95,20 @@ def peers(*args: Any, refresh: bool = False, groups: str | Iterable[str] | None 
     refresh, groups, on_host, hubs_only = _arguments(args, refresh, groups, on_host, hubs_only)
     wanted = _groups(groups)
     scope = HOST_SCOPE if on_host else NETWORK_SCOPE
-    if scope == NETWORK_SCOPE and config.get("DISCOVERY") == "off":
-        raise DiscoveryDisabled("net.peers() would scan the LAN but NET_DISCOVERY=off; "
-                                "use net.peers(on_host=True) or set NET_DISCOVERY=query")
+    if scope == NETWORK_SCOPE:
+        _check_allowed()
     with _locks[scope]:
         found = _cache.get(scope)
         if refresh or found is None:
             found = scan(on_host=on_host)
             _cache[scope] = found
     return build(found, wanted, hubs_only)
+
+
+def _check_allowed() -> None:
+    if config.get("DISCOVERY") == "off":
+        raise DiscoveryDisabled("net.peers() would scan the LAN but NET_DISCOVERY=off; "
+                                "use net.peers(on_host=True) or set NET_DISCOVERY=query")
 
 
 def clear_cache() -> None:
@@ -190,6 +195,8 @@ def host_addresses() -> list[str]:
 
 def scan(on_host: bool = False) -> dict[bytes, dict[str, Any]]:
     """Probe every candidate once and return ``{id: entry}`` of the peers that answered."""
+    if not on_host:
+        _check_allowed()
     timeout = config.get("DISCOVERY_TIMEOUT")
     prober = _Prober(timeout, config.get("THREAD_LIMIT"))
     try:

@@ -28,6 +28,7 @@ import selectors
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -40,7 +41,8 @@ MULTICAST_TTL = 1                       # never leaves the local link
 PROTOCOL_VERSION = 1
 MAX_DATAGRAM = 1024                     # larger datagrams are not ours: ignored unread
 MAX_SWEEP_SOCKETS = 256                 # half-open connects in flight at once during a sweep
-ANSWERS_PER_SECOND = 50                 # a responder never answers faster than this
+ANSWERS_PER_SECOND = 200                # a responder never answers faster than this...
+ANSWERS_PER_SOURCE = 20                 # ...nor one asker address more often (a scan sends 2 queries)
 
 
 # -- addresses ------------------------------------------------------------------------------
@@ -66,7 +68,9 @@ def local_addresses() -> set[str]:
 
 
 _PROC_ARP = "/proc/net/arp"
-_ARP_LINE = re.compile(r"\((\d+\.\d+\.\d+\.\d+)\)\s+at\s+([0-9a-fA-F:]{11,17})")
+_ARP_LINE = re.compile(r"\((\d+\.\d+\.\d+\.\d+)\)\s+at\s+([0-9a-fA-F:]{11,17})")           # Linux, BSD, macOS
+_ARP_LINE_WINDOWS = re.compile(r"^\s*(\d+\.\d+\.\d+\.\d+)\s+((?:[0-9a-fA-F]{2}-){5}[0-9a-fA-F]{2})\s",
+                               re.MULTILINE)
 
 
 def neighbours() -> list[str]:
@@ -80,8 +84,9 @@ def neighbours() -> list[str]:
     arp = shutil.which("arp")
     if arp is None:
         return []
+    command = [arp, "-a"] if sys.platform == "win32" else [arp, "-an"]
     try:
-        output = subprocess.run([arp, "-an"], capture_output=True, text=True, timeout=5).stdout
+        output = subprocess.run(command, capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return _parse_arp_command(output)
@@ -113,10 +118,16 @@ def _parse_proc_arp(text: str) -> list[str]:
 
 
 def _parse_arp_command(text: str) -> list[str]:
-    """``? (192.168.1.1) at aa:bb:cc:dd:ee:ff [ether] on eth0`` (Linux/BSD/macOS ``arp -an``)."""
+    """``? (192.168.1.1) at aa:bb:cc:dd:ee:ff [ether] on eth0`` (``arp -an``), or Windows' ``arp -a``
+    table (``  192.168.1.1    aa-bb-cc-dd-ee-ff     dynamic``); broadcast/multicast rows are skipped."""
     found: list[str] = []
-    for match in _ARP_LINE.finditer(text):
-        address = match.group(1)
+    matches = [*_ARP_LINE.finditer(text), *_ARP_LINE_WINDOWS.finditer(text)]
+    for match in sorted(matches, key=lambda m: m.start()):
+        address, hardware = match.group(1), match.group(2).lower()
+        if hardware.replace("-", ":") in ("ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"):
+            continue
+        if hardware.startswith("01-00-5e") or address.endswith(".255"):
+            continue
         if address not in found:
             found.append(address)
     return found
@@ -294,7 +305,8 @@ class Responder:
             self.sock.close()
             raise
         self._closed = threading.Event()
-        self._budget = (time.monotonic(), 0)
+        self._window = time.monotonic()
+        self._answered: dict[str, int] = {}
         self._thread = threading.Thread(target=self._serve, daemon=True, name="net-discovery-answer")
         self._thread.start()
 
@@ -307,7 +319,7 @@ class Responder:
             except OSError:
                 return
             message = decode(data)
-            if message is None or message["net"] != "query" or not self._spend():
+            if message is None or message["net"] != "query" or not self._spend(source[0]):
                 continue
             nonce = message.get("nonce")
             if not isinstance(nonce, str) or len(nonce) > 64:
@@ -320,14 +332,15 @@ class Responder:
             except Exception:           # describe() must never kill the responder
                 log.exception("net: discovery answer failed")
 
-    def _spend(self) -> bool:
-        began, count = self._budget
+    def _spend(self, source: str) -> bool:
+        """Rate limit: ANSWERS_PER_SOURCE a second to one address, ANSWERS_PER_SECOND in total."""
         now = time.monotonic()
-        if now - began >= 1.0:
-            began, count = now, 0
-        if count >= ANSWERS_PER_SECOND:
+        if now - self._window >= 1.0:
+            self._window, self._answered = now, {}
+        total = sum(self._answered.values())
+        if total >= ANSWERS_PER_SECOND or self._answered.get(source, 0) >= ANSWERS_PER_SOURCE:
             return False
-        self._budget = (began, count + 1)
+        self._answered[source] = self._answered.get(source, 0) + 1
         return True
 
     def close(self) -> None:

@@ -160,6 +160,8 @@ def test_lan_scan_refused_when_discovery_is_off(monkeypatch):
         net.peers()
     with pytest.raises(net.DiscoveryDisabled):
         net.peers(refresh=True, groups=["g1"])
+    with pytest.raises(net.DiscoveryDisabled):
+        discovery.scan()
 
 
 def test_discovery_setting_is_validated():
@@ -194,6 +196,13 @@ def test_arp_table_parsing():
                "? (192.168.1.7) at <incomplete> on eth0\n"
                "router (192.168.1.254) at 0:1:2:3:4:5 on en0 ifscope [ethernet]\n")
     assert lan._parse_arp_command(command) == ["192.168.1.1", "192.168.1.254"]
+    windows = ("Interface: 192.168.1.10 --- 0x4\n"
+               "  Internet Address      Physical Address      Type\n"
+               "  192.168.1.1           aa-bb-cc-dd-ee-ff     dynamic\n"
+               "  192.168.1.255         ff-ff-ff-ff-ff-ff     static\n"
+               "  224.0.0.22            01-00-5e-00-00-16     static\n"
+               "  192.168.1.20          00-11-22-33-44-55     dynamic\n")
+    assert lan._parse_arp_command(windows) == ["192.168.1.1", "192.168.1.20"]
 
 
 @pytest.mark.parametrize("data", [

@@ -173,3 +173,57 @@ def test_peers_send_nothing_unless_asked_or_announcing(netlab):
     quiet = lab.discoverer(2, NET_DISCOVERY="off")
     heard = _heard(lab, 1, 0.8, lambda: pytest.raises(AssertionError, ask, quiet, refresh=True))
     assert heard == [], "NET_DISCOVERY=off must not send a query"
+
+
+SPEC_EXAMPLES = """
+import net
+all_peers = net.peers()
+assert len(all_peers["peers"]) == 10, all_peers
+all_peers = net.peers(on_host=True)
+assert all_peers["peers"] == {}, all_peers
+all_peers = net.peers(refresh=True)
+assert len(all_peers["peers"]) == 10
+all_peers = net.peers("g1", refresh=True)
+assert set(all_peers) == {"peers", "g1"} and len(all_peers["g1"]) == 3, all_peers
+all_peers = net.peers(["g1", "g2"], refresh=True)
+assert len(all_peers["peers"]) == 6 and len(all_peers["g2"]) == 3
+all_peers = net.peers(hubs_only=True, refresh=True)
+assert len(all_peers["peers"]) == 2 and all(e["hub"] for e in all_peers["peers"].values())
+all_peers = net.peers(["group1", "group2"], hubs_only=True, refresh=True)
+assert all_peers["peers"] == {}
+group1_peers = net.peers(groups=['g1'])
+peer = net.peers()[0]
+assert net.info(peer=peer)["host"] == net.peers()["peers"][peer]["host"]
+print("SPEC OK")
+"""
+
+
+def test_every_spec_example_runs_as_written(lan):
+    """The spec's net.peers section (and its peers()[0] usage), verbatim but for group names."""
+    lab, _, _ = lan
+    result = subprocess.run([*lab.wrap(DISCOVERER), sys.executable, "-c", SPEC_EXAMPLES], capture_output=True,
+                            text=True, env=lab.env(DISCOVERER), timeout=60)
+    assert result.stdout.strip() == "SPEC OK", result.stderr[-3000:]
+
+
+HOSTILE = """
+import json, socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+group = ("239.255.30.10", 3010)
+for junk in [b"", b"\\xff" * 2000, b"not json", b"[1,2]", b'{"net": "query", "v": 99, "nonce": "x"}',
+             b'{"net": "query", "v": 1, "nonce": 7}', b'{"net": "query", "v": 1, "nonce": "' + b"a" * 500 + b'"}',
+             b'{"net": "here", "v": 1, "port": "x"}', b'{"net": "bye", "v": 1}']:
+    sock.sendto(junk, group)
+for i in range(150):                      # a query flood from one address
+    sock.sendto(json.dumps({"net": "query", "v": 1, "nonce": str(i)}).encode(), group)
+print("SENT")
+"""
+
+
+def test_garbage_and_query_floods_do_not_hurt_peers_or_discovery(lan):
+    lab, peers, discoverer = lan
+    result = subprocess.run([*lab.wrap(5), sys.executable, "-c", HOSTILE], capture_output=True, text=True,
+                            env=lab.env(5), timeout=30)
+    assert result.stdout.strip() == "SENT", result.stderr
+    assert set(ask(discoverer, refresh=True)["peers"]) == set(peers)
+    assert all(p["process"].proc.poll() is None for p in peers.values())

@@ -31,3 +31,28 @@ def test_lab_peer_advertises_its_lan_address_not_loopback(netlab):
     lab = netlab(hosts=1)
     peer = lab.spawn(1, "basic", NET_HOST=None, NET_BIND="0.0.0.0")
     assert net.peer._Peer.decode_id(peer.id)["host"] == lab.address(1)
+
+
+def test_root_namespace_refuses_the_lab_subnet(netlab):
+    """The guard route: a socket opened outside the lab by mistake fails at once, nothing is sent."""
+    import errno
+    import socket
+    lab = netlab(hosts=1)
+    with pytest.raises(OSError) as failure:
+        socket.create_connection((lab.address(1), 9), timeout=2)
+    assert failure.value.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+
+
+def test_leftovers_of_dead_owners_are_swept():
+    from netlab import PREFIX, ip, skip_reason, sweep_leftovers
+    if skip_reason():
+        pytest.skip(skip_reason())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    name = f"{PREFIX}-{dead.pid}-1-br"
+    ip("netns", "add", name)
+    try:
+        sweep_leftovers()
+        assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    finally:
+        ip("netns", "del", name, check=False)
