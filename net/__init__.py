@@ -12,7 +12,7 @@ import logging as _logging
 from . import config as _config
 from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
-                     VersionMismatch)
+                     UnknownPeer, UserCodeError, VersionMismatch)
 from .api import cancelled, connect, flag, timeout
 from .events import event, subscribe
 from .peer import Peer
@@ -43,7 +43,7 @@ __all__ = [
     # errors
     "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
-    "DiscoveryDisabled",
+    "UnknownPeer", "UserCodeError", "DiscoveryDisabled",
     # settings
     *[_s.name for _s in _config.SETTINGS],
 ]
