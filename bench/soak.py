@@ -6,7 +6,9 @@
 
 Everything runs on 127.0.0.1. Reports calls done, errors (target 0), latency
 p50/p99/max, calls/s, and the serving peer's RSS after warm-up and at the end
-(target: flat after warm-up). Latency is measured per call in the callers;
+(target: flat after warm-up), and events: the serving peer publishes
+EVENT_RATE numbered events a second that every client process subscribes
+to; losses and reordering are counted (target 0). Latency is measured per call in the callers;
 RSS is sampled from /proc every second. ``--security key|tls`` runs the same
 load with NET_SECRET or mutual TLS (certificates made in a temporary
 directory with net.certs).
@@ -27,6 +29,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 KEY = "soak-test shared key, not a secret"
+EVENT_RATE = 200        # events a second from the serving peer to every client process
 PAYLOADS = [b"x" * 64, {"frame": 12, "path": "/shots/a/b/c.exr", "tags": ["a", "b"]}, b"y" * 16384]
 
 
@@ -56,7 +59,20 @@ def serve() -> None:
     def work(n):
         return sum(range(int(n)))
 
+    @net.event("soak.tick")
+    def tick(*args, **kwargs):
+        return args, kwargs
+
+    def publish() -> None:
+        """Events alongside the calls: EVENT_RATE a second, numbered so subscribers can count losses."""
+        i = 0
+        while True:
+            tick(i)
+            i += 1
+            time.sleep(1 / EVENT_RATE)
+
     peer = net.Peer()
+    threading.Thread(target=publish, daemon=True).start()
     print(f"READY {peer.port}", flush=True)
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     threading.Event().wait(float(os.environ.get("SOAK_LIFETIME", "3600")))
@@ -76,6 +92,12 @@ def clients(port: int, threads: int, seconds: float) -> None:
         return n
 
     address = ("127.0.0.1", port)
+    seen: list[int] = []
+
+    @net.subscribe("soak.tick", peers=address)
+    def on_tick(i):
+        seen.append(i)
+
     stop_at = time.monotonic() + seconds
     results: list[tuple[int, int, list[float], list[str]]] = []
     lock = threading.Lock()
@@ -107,8 +129,14 @@ def clients(port: int, threads: int, seconds: float) -> None:
         worker.start()
     for worker in workers:
         worker.join()
+    net.Peer()      # keep receiving a moment: events fired before stop_at are still in flight
+    time.sleep(0.5)
+    events = list(seen)
     latencies = sorted(x for r in results for x in r[2])
-    print(json.dumps({"calls": sum(r[0] for r in results), "errors": sum(r[1] for r in results),
+    print(json.dumps({"events_received": len(events),
+                      "events_expected": (events[-1] - events[0] + 1) if events else 0,
+                      "events_out_of_order": sum(1 for a, b in zip(events, events[1:]) if b <= a),
+                      "calls": sum(r[0] for r in results), "errors": sum(r[1] for r in results),
                       "error_samples": [e for r in results for e in r[3]][:5],
                       # a sample keeps the pipe small; percentiles are merged from samples
                       "latency_sample": latencies[:: max(1, len(latencies) // 20000)]}), flush=True)
@@ -189,6 +217,9 @@ def main() -> int:
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
+        "events_received": sum(r["events_received"] for r in reports),
+        "events_lost": sum(r["events_expected"] - r["events_received"] for r in reports),
+        "events_out_of_order": sum(r["events_out_of_order"] for r in reports),
         "rss_start_kib": rss[0][1] if rss else None,
         "rss_after_warmup_kib": warm[0] if warm else None,
         "rss_end_kib": rss[-1][1] if rss else None,
@@ -204,7 +235,7 @@ def main() -> int:
     else:
         for key, value in summary.items():
             print(f"{key:28} {value}")
-    return 0 if summary["errors"] == 0 else 1
+    return 0 if summary["errors"] == 0 and summary["events_lost"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -13,4 +13,5 @@ def test_short_soak_has_no_errors():
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["errors"] == 0, summary["error_samples"]
     assert summary["calls"] > 100 and summary["p99_ms"] > 0
+    assert summary["events_received"] > 0 and summary["events_lost"] == 0 and summary["events_out_of_order"] == 0
     assert result.returncode == 0
