@@ -57,7 +57,7 @@ def test_subscribers_keep_receiving_through_a_link_cut(netlab):
     """Publisher on host 1, subscribers on hosts 2 and 3; host 2's cable is pulled, then plugged back."""
     lab = netlab(hosts=4)
     name = unique("cut")
-    publisher = lab.spawn(1, "events_pub", NET_LEASE="1", NET_HEARTBEAT="1")
+    publisher = lab.spawn(1, "events_pub", NET_LEASE="1", NET_HEARTBEAT="2")
     where = f"{publisher.host}:{publisher.port}"
     cut, steady = (lab.spawn(n, "events_sub", NET_TEST_EVENT=name, NET_TEST_PUBLISHER=where, NET_LEASE="1")
                    for n in (2, 3))
