@@ -161,6 +161,17 @@ class OutboundConnection:
         request_id = self.next_id()
         header, body = wire.encode_frame(kind, request_id, [key, args, kwargs, options or {}],
                                          max_message=self.framed.max_message)
+        return self._send_registered(request_id, header, body, pending)
+
+    def send_packed_call(self, body: bytes, pending: Pending) -> int:
+        """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
+        if self.dead is not None:
+            raise self.dead
+        request_id = self.next_id()
+        header, body = wire.packed_frame(Kind.CALL, request_id, body, max_message=self.framed.max_message)
+        return self._send_registered(request_id, header, body, pending)
+
+    def _send_registered(self, request_id: int, header: bytes, body: bytes, pending: Pending) -> int:
         if not self.pending:
             self.last_heard = time.monotonic()      # the silence clock starts when someone waits
         self.pending[request_id] = pending
@@ -173,25 +184,6 @@ class OutboundConnection:
         self.calls_started += 1
         if type(pending) is not Waiter:
             self._wake.set()            # nobody will lead for it: make sure the background reads
-        return request_id
-
-    def send_packed_call(self, body: bytes, pending: Pending) -> int:
-        """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
-        if self.dead is not None:
-            raise self.dead
-        request_id = self.next_id()
-        header, body = wire.packed_frame(Kind.CALL, request_id, body, max_message=self.framed.max_message)
-        if not self.pending:
-            self.last_heard = time.monotonic()
-        self.pending[request_id] = pending
-        try:
-            self.framed.send_encoded(header, body)
-        except NetError as exc:
-            self.pending.pop(request_id, None)
-            self._die(exc)
-            raise
-        self.calls_started += 1
-        self._wake.set()                # nobody waits in a call for it: the background reader reads
         return request_id
 
     def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
