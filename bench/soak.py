@@ -11,7 +11,8 @@ EVENT_RATE numbered events a second that every client process subscribes
 to; losses and reordering are counted (target 0). Latency is measured per call in the callers;
 RSS is sampled from /proc every second. ``--security key|tls`` runs the same
 load with NET_SECRET or mutual TLS (certificates made in a temporary
-directory with net.certs).
+directory with net.certs). ``SOAK_TRACEMALLOC=15`` makes the serving peer
+print, at the end, what its Python heap grew by since second 15 (leak hunting).
 """
 from __future__ import annotations
 
@@ -74,9 +75,33 @@ def serve() -> None:
     peer = net.Peer()
     threading.Thread(target=publish, daemon=True).start()
     print(f"READY {peer.port}", flush=True)
-    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    if os.environ.get("SOAK_TRACEMALLOC"):
+        trace_growth(float(os.environ["SOAK_TRACEMALLOC"]))
+    else:
+        threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     threading.Event().wait(float(os.environ.get("SOAK_LIFETIME", "3600")))
     os._exit(0)
+
+
+def trace_growth(warmup: float) -> None:
+    """SOAK_TRACEMALLOC=<seconds>: on exit, print to stderr what grew since warm-up (finding leaks)."""
+    import tracemalloc
+    tracemalloc.start(12)
+    marks: list = []
+    threading.Timer(warmup, lambda: marks.append(tracemalloc.take_snapshot())).start()
+
+    def report() -> None:
+        sys.stdin.read()
+        if marks:
+            growth = tracemalloc.take_snapshot().compare_to(marks[0], "traceback")
+            for stat in growth[:8]:
+                print(f"{stat.size_diff / 1024:+.1f} KiB in {stat.count_diff:+d} blocks", file=sys.stderr)
+                for line in stat.traceback.format()[-12:]:
+                    print("   " + line, file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=report, daemon=True).start()
 
 
 # -- one client process -------------------------------------------------------------------------

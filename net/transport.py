@@ -141,12 +141,17 @@ def accept(sock: socket.socket, timeout: float, where: str) -> socket.socket | T
         raise AuthError(f"refused {where}: it uses {wire.describe_modes(theirs)}, "
                         f"this peer requires {wire.describe_modes(ours)}")
     channel: socket.socket | TLSChannel = sock
-    if ours:
-        if ours & wire.MODE_TLS:
-            channel = _start_tls(sock, where, deadline, server_side=True)
-        _run_handshake(channel, auth.ServerHandshake(auth.secret_bytes(config.get("SECRET")), where),
-                       where, deadline)
-    channel.settimeout(None)
+    try:
+        if ours:
+            if ours & wire.MODE_TLS:
+                channel = _start_tls(sock, where, deadline, server_side=True)
+            _run_handshake(channel, auth.ServerHandshake(auth.secret_bytes(config.get("SECRET")), where),
+                           where, deadline)
+        channel.settimeout(None)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            channel.close()         # wrap_socket took over the descriptor: close what holds it now
+        raise
     return channel
 
 
@@ -159,9 +164,14 @@ def _start_tls(sock: socket.socket, where: str, deadline: float, server_side: bo
     cert, key, ca = tls.settings() or ("", "", "")
     context = tls.server_context(cert, key, ca) if server_side else tls.client_context(cert, key, ca)
     sock.settimeout(_remaining(deadline, where))
+    wrapped = context.wrap_socket(sock, server_side=server_side, do_handshake_on_connect=False)
     try:
-        wrapped = context.wrap_socket(sock, server_side=server_side, do_handshake_on_connect=False)
-        wrapped.do_handshake()
+        try:
+            wrapped.do_handshake()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                wrapped.close()
+            raise
     except socket.timeout as exc:
         raise Timeout(f"TLS handshake with {where} timed out", peer=where) from exc
     except ssl.SSLError as exc:
