@@ -103,7 +103,7 @@ messages = st.one_of(
 
 
 @given(st.lists(messages, max_size=4), st.booleans(), st.booleans())
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_fuzzed_handshake_messages_only_ever_raise_auth_error(sequence, as_server, keyed):
     secret = KEY.encode() if keyed else None
     machine = auth.ServerHandshake(secret) if as_server else auth.ClientHandshake(secret)

@@ -54,11 +54,16 @@ def test_sigkill_with_a_deadline_is_typed_within_the_deadline(spawn):
     assert time.monotonic() - started < 4
 
 
+@pytest.mark.slow
+def test_a_call_longer_than_the_heartbeat_on_a_live_peer_is_kept_alive(spawn, monkeypatch):
+    monkeypatch.setattr(net, "HEARTBEAT", 1.0)
+    p = spawn("basic", "trusty")
+    assert trusty.nap(2.5, peer=p.id) == p.pid      # PONGs keep it alive: no false "stopped answering"
+
+
 def test_frozen_callee_is_detected_by_heartbeats(spawn, monkeypatch):
     monkeypatch.setattr(net, "HEARTBEAT", 2.0)   # above a loaded machine's stalls
     p = spawn("basic", "trusty")
-    assert trusty.nap(2.5, peer=p.id) == p.pid      # a long call on a live peer is kept alive by PONGs
-    p.wait_for("NAPPING")
     future = in_flight(p, lambda: trusty.nap(60, peer=p.id))
     p.signal(signal.SIGSTOP)
     stopped = time.monotonic()

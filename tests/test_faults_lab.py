@@ -55,6 +55,7 @@ def test_link_cut_gives_timeout_within_the_deadline_then_the_same_connection_rec
     assert until_ok(caller, callee)["value"] == 5
 
 
+@pytest.mark.slow
 def test_link_cut_without_a_deadline_is_detected_by_heartbeats(pair):
     lab, callee, caller = pair
     lab.unplug(1)
