@@ -245,6 +245,29 @@ class Watchdog:
         self._wake.set()
 
 
+class _RefusalLog:
+    """Refused connections are logged as warnings at most once a second (a stranger retrying in a
+    loop must not flood the log); the ones in between are counted in the next warning."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._quiet = 0
+
+    def report(self, exc: NetError) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < 1.0:
+                self._quiet += 1
+                log.debug("net: %s", exc)
+                return
+            self._last, quiet, self._quiet = now, self._quiet, 0
+        log.warning("net: %s%s", exc, f" ({quiet} more refused in the last second)" if quiet else "")
+
+
+_refusals = _RefusalLog()
+
+
 class InboundConnection:
     """One accepted socket: reads frames, dispatches calls, writes replies."""
 
@@ -266,7 +289,7 @@ class InboundConnection:
         try:
             self.sock = transport.accept(self.sock, self.server.handshake_timeout, self.where)
         except AuthError as exc:
-            log.warning("net: %s", exc)
+            _refusals.report(exc)
             self.close()
             self.server.forget(self)
             return

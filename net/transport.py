@@ -317,6 +317,22 @@ class TLSChannel:
                     want_write = True
             _wait(self.ssl, want_write, deadline)
 
+    def recv_into_within(self, buffer: memoryview, timeout: float | None) -> int | None:
+        """Like :meth:`recv_into`, but None when no whole record arrived within ``timeout`` (None: wait)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                try:
+                    return self.ssl.recv_into(buffer)
+                except ssl.SSLWantReadError:
+                    want_write = False
+                except ssl.SSLWantWriteError:
+                    want_write = True
+            try:
+                _wait(self.ssl, want_write, deadline)
+            except socket.timeout:
+                return None
+
     def pending(self) -> int:
         with self._lock:
             return self.ssl.pending()
@@ -432,7 +448,13 @@ class FramedSocket:
         try:
             if timeout is not None and not _readable(self.sock, timeout):
                 return True
-            count = self.sock.recv_into(self._view)
+            if isinstance(self.sock, TLSChannel):
+                # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
+                count = self.sock.recv_into_within(self._view, timeout)
+                if count is None:
+                    return True
+            else:
+                count = self.sock.recv_into(self._view)
         except OSError as exc:
             raise _as_net_error(exc, self.where, "receiving from") from exc
         if not count:

@@ -265,3 +265,14 @@ def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
         client.POOL.close_all()
         for process in started:
             process.stop()
+
+
+def test_refused_connections_do_not_flood_the_log(caplog):
+    import logging
+    from net.server import _RefusalLog
+    caplog.set_level(logging.WARNING, logger="net")
+    refusals = _RefusalLog()
+    for i in range(50):
+        refusals.report(AuthError(f"refused 10.0.0.{i}: wrong shared key"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "10.0.0.0" in warnings[0].getMessage()
