@@ -155,11 +155,6 @@ def accept(sock: socket.socket, timeout: float, where: str) -> socket.socket | T
     return channel
 
 
-def accept_preamble(sock: socket.socket, timeout: float, where: str) -> None:
-    """Plain preamble only (kept for callers that predate :func:`accept`)."""
-    accept(sock, timeout, where)
-
-
 def _start_tls(sock: socket.socket, where: str, deadline: float, server_side: bool) -> TLSChannel:
     cert, key, ca = tls.settings() or ("", "", "")
     context = tls.server_context(cert, key, ca) if server_side else tls.client_context(cert, key, ca)
@@ -364,18 +359,27 @@ TLS_CHUNK = 64 * 1024
 
 
 def _wait(sock: socket.socket, write: bool, deadline: float | None) -> None:
-    """Block until ``sock`` is readable/writable; socket.timeout past ``deadline``."""
+    """Block until ``sock`` is readable/writable; socket.timeout past ``deadline``.
+
+    poll where there is one: select() cannot watch descriptors above 1023, and
+    a busy peer has more than that open.
+    """
     timeout = None if deadline is None else deadline - time.monotonic()
     if timeout is not None and timeout <= 0:
         raise socket.timeout("timed out")
-    if sock.fileno() < 0:
+    fd = sock.fileno()
+    if fd < 0:
         raise OSError(errno.EBADF, "connection closed")
-    readers, writers = ([], [sock]) if write else ([sock], [])
-    try:
-        ready = select.select(readers, writers, [sock], timeout)
-    except ValueError:          # closed by another thread between the check and the call
-        raise OSError(errno.EBADF, "connection closed") from None
-    if not any(ready):
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, (select.POLLOUT if write else select.POLLIN) | select.POLLERR | select.POLLHUP)
+        ready = poller.poll(None if timeout is None else timeout * 1000)
+    else:
+        try:
+            ready = any(select.select([] if write else [fd], [fd] if write else [], [fd], timeout))
+        except ValueError:      # closed by another thread between the check and the call
+            raise OSError(errno.EBADF, "connection closed") from None
+    if not ready:
         raise socket.timeout("timed out")
 
 
