@@ -136,8 +136,9 @@ class OutboundConnection:
         self.host = host
         self.port = port
         self.where = f"{host}:{port}"
-        sock = transport.connect(host, port, dial_timeout())
-        self.framed = transport.FramedSocket(sock, self.where, config.get("MAX_MESSAGE"))
+        self.dial_timeout = dial_timeout()
+        self.framed = transport.dial(host, port, self.dial_timeout, config.get("MAX_MESSAGE"))
+        self.opened = time.monotonic()
         self.pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
         self.last_heard = time.monotonic()
@@ -284,7 +285,7 @@ class OutboundConnection:
                     f"the reply from {self.where} is {exc.length:,} bytes, over this process's limit of "
                     f"{exc.limit:,} bytes (NET_MAX_MESSAGE)"))
         except NetError as exc:
-            if isinstance(exc, ProtocolError):
+            if isinstance(exc, ProtocolError) and self.framed.decoder.expect_preamble is None:
                 log.warning("net: dropping connection to %s: %s", self.where, exc)
                 exc = PeerUnreachable(f"{self.where} broke the protocol: {exc}", peer=self.where)
             self._die(exc)
@@ -412,6 +413,12 @@ class Pool:
             now = time.monotonic()
             for connection in connections:
                 if not connection.pending:
+                    continue
+                if connection.framed.decoder.expect_preamble is not None \
+                        and now - connection.opened > connection.dial_timeout:
+                    connection._die(Timeout(
+                        f"{connection.where} accepted the connection but did not greet within "
+                        f"{connection.dial_timeout:g}s: not a net peer?", peer=connection.where))
                     continue
                 silent = now - connection.last_heard
                 if silent > limit:

@@ -87,6 +87,32 @@ def _mismatch(where: str, theirs: int, ours: int) -> AuthError:
                      f"{wire.describe_modes(ours)}: set the same NET_SECRET / NET_TLS_* on both sides")
 
 
+def dial(host: str, port: int, timeout: float, max_message: int) -> "FramedSocket":
+    """A framed connection to a peer, ready for calls.
+
+    In plain mode the preamble is sent without waiting for the answer: the
+    first call goes out in the same round trip, and the answer is checked
+    before the first frame is read (so a mismatch still fails that call with
+    AuthError / VersionMismatch / ProtocolError, and nothing is run by a peer
+    that refuses us). Secured modes run the whole greeting first.
+    """
+    where = f"{host}:{port}"
+    if local_modes():
+        return FramedSocket(connect(host, port, timeout), where, max_message)
+    with os_errors_as(where, "connecting to"):
+        sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        _tune(sock)
+        with os_errors_as(where, "greeting"):
+            sock.sendall(wire.preamble(0))
+        sock.settimeout(None)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            sock.close()
+        raise
+    return FramedSocket(sock, where, max_message, expect_preamble=0)
+
+
 def connect(host: str, port: int, timeout: float) -> socket.socket | TLSChannel:
     """Open a connection and run the whole greeting: preambles, then TLS and the key handshake if on.
 
@@ -386,11 +412,12 @@ def _wait(sock: socket.socket, write: bool, deadline: float | None) -> None:
 class FramedSocket:
     """A connected socket speaking frames: thread-safe ``send``, single-reader ``receive``."""
 
-    def __init__(self, sock: socket.socket | TLSChannel, where: str, max_message: int):
+    def __init__(self, sock: socket.socket | TLSChannel, where: str, max_message: int,
+                 expect_preamble: int | None = None):
         self.sock = sock
         self.where = where
         self.max_message = max_message
-        self.decoder = wire.FrameDecoder(max_message)
+        self.decoder = wire.FrameDecoder(max_message, expect_preamble, where)
         self._send_lock = threading.Lock()
         self._view = memoryview(bytearray(RECV_CHUNK))
         self.closed = False

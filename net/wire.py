@@ -38,7 +38,7 @@ from typing import Any, Iterator, NamedTuple
 
 import msgpack
 
-from .errors import FrameTooLarge, MessageTooLarge, ProtocolError, VersionMismatch
+from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, ProtocolError, VersionMismatch
 from .identity import encode_text
 
 VERSION = 1
@@ -210,11 +210,34 @@ class FrameDecoder:
     the connection must be dropped.
     """
 
-    def __init__(self, max_message: int):
+    def __init__(self, max_message: int, expect_preamble: int | None = None, where: str = "the other side"):
         self.max_message = max_message
         self._buffer = bytearray()
         self._need: tuple[int, int, int] | None = None     # (length, kind, request id) of the pending frame
-        self._broken: ProtocolError | None = None
+        self._broken: NetError | None = None
+        # A caller that sent its preamble without waiting for the answer (plain mode) expects
+        # the other side's preamble, with these modes, before the first frame.
+        self.expect_preamble = expect_preamble
+        self.where = where
+
+    def _take_preamble(self) -> bool:
+        """Consume and check the awaited preamble; False while it is incomplete."""
+        buffer = self._buffer
+        if len(buffer) < PREAMBLE_SIZE:
+            return False
+        try:
+            theirs = check_preamble(bytes(buffer[:PREAMBLE_SIZE]))
+            if theirs != self.expect_preamble:
+                raise AuthError(f"{self.where} uses {describe_modes(theirs)} but this process uses "
+                                f"{describe_modes(self.expect_preamble or 0)}: set the same "
+                                f"NET_SECRET / NET_TLS_* on both sides")
+        except NetError as exc:
+            self._broken = exc
+            buffer.clear()
+            raise
+        del buffer[:PREAMBLE_SIZE]
+        self.expect_preamble = None
+        return True
 
     @property
     def buffered(self) -> int:
@@ -242,6 +265,8 @@ class FrameDecoder:
     def next_frame(self) -> Frame | None:
         if self._broken is not None:
             raise self._broken
+        if self.expect_preamble is not None and not self._take_preamble():
+            return None
         buffer = self._buffer
         if self._need is None:
             if len(buffer) < HEADER_SIZE:
