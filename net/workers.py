@@ -84,3 +84,18 @@ class WorkerPool:
             count = self._threads
         for _ in range(count):
             self._tasks.put(None)
+
+
+def ensure_thread(thread: threading.Thread | None, target: Callable[[], Any], name: str) -> threading.Thread:
+    """``thread`` if it still runs, else a new daemon thread running ``target``, started.
+
+    For a background loop that exits when it runs out of work: call this under the
+    lock the loop holds when it decides to exit and clears its handle, so work
+    added at that moment always finds a running loop.
+    """
+    if thread is not None and thread.is_alive():
+        return thread
+    thread = threading.Thread(target=target, daemon=True, name=name)
+    thread.start()
+    return thread
+

@@ -11,6 +11,7 @@ import pytest
 
 import net
 from net import events
+from net.peer_lists import looks_like_peers
 from support import peer_env, port_block
 
 import events_pub
@@ -188,10 +189,10 @@ def test_peers_argument_forms():
     address = (peer.host, peer.port)
     for value in (peer.id, peer.id.decode(), [peer.id], entry, [entry], address, f"{peer.host}:{peer.port}",
                   {"peers": {peer.id: entry}, "None": [peer.id]}):
-        assert events._looks_like_peers(value), value
+        assert looks_like_peers(value), value
         assert events.peer_addresses(value) == [address], value
-    assert not events._looks_like_peers(["group1", "group2"])
-    assert not events._looks_like_peers("group1")
+    assert not looks_like_peers(["group1", "group2"])
+    assert not looks_like_peers("group1")
     with pytest.raises(ValueError, match="mixes group names and peers"):
         net.subscribe("x", ["group1", peer.id])
     with pytest.raises(ValueError, match="not both"):
