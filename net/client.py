@@ -226,6 +226,7 @@ class OutboundConnection:
     def _die(self, error: NetError) -> None:
         if self.dead is None:
             self.dead = error
+        error = self.dead       # the first cause wins: closing the socket wakes the reader with "closed"
         self.pool.discard(self)
         self.framed.close()
         while self.pending:
@@ -282,10 +283,18 @@ class Pool:
             connection.close()
 
     def _watch(self) -> None:
-        """Ping connections that have callers waiting; kill those silent past NET_HEARTBEAT."""
+        """Ping connections that have callers waiting; kill those silent for NET_HEARTBEAT.
+
+        Checks every ``limit/8`` (at most 1 s) and declares a connection dead once
+        it has been silent for ``limit`` minus one check interval, so a dead or
+        frozen peer is always detected within NET_HEARTBEAT of the last thing it
+        sent. Pings go out after ``limit/4`` of silence, so a PONG has more than
+        half the limit to come back on a busy machine.
+        """
         while True:
             limit = config.get("HEARTBEAT")
-            time.sleep(min(1.0, limit / 4))
+            interval = min(1.0, limit / 8)
+            time.sleep(interval)
             connections = self.connections()
             if not connections:
                 with self._lock:
@@ -298,11 +307,11 @@ class Pool:
                 if not connection.pending:
                     continue
                 silent = now - connection.last_heard
-                if silent > limit:
+                if silent > limit - interval:
                     connection._die(PeerUnreachable(
                         f"{connection.where} stopped answering: nothing heard for {silent:.1f}s "
                         f"with calls in flight (NET_HEARTBEAT={limit:g})", peer=connection.where))
-                elif silent > limit / 3 and now - connection.last_ping > limit / 3:
+                elif silent > limit / 4 and now - connection.last_ping > limit / 4:
                     connection.ping()
 
 

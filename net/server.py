@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from . import config, context, registry, transport, wire
+from . import config, context, registry, streams, transport, wire
 from .errors import MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
 from .wire import Kind
 
@@ -129,6 +129,7 @@ class InboundConnection:
         self.where = where
         self.framed: transport.FramedSocket | None = None
         self.active: dict[int, context.RequestState] = {}
+        self.streams: dict[int, streams._Runner] = {}     # streamed calls, for their CREDIT frames
 
     def serve(self) -> None:
         server = self.server
@@ -184,7 +185,9 @@ class InboundConnection:
                 state.cancel()
         elif kind is Kind.GOODBYE:
             return False
-        elif kind is Kind.PONG or kind is Kind.CREDIT:
+        elif kind is Kind.CREDIT:
+            streams.credit(self, frame)
+        elif kind is Kind.PONG:
             pass
         else:
             log.warning("net: dropping connection from %s: a caller may not send %s frames",
@@ -200,7 +203,7 @@ class InboundConnection:
                     "type": "net.ProtocolError", "traceback": "",
                     "message": "malformed call: expected [connection, args, kwargs, options]"})
             return
-        key, args, kwargs, _options = payload
+        key, args, kwargs, options = payload
         if isinstance(key, str):
             key = key.encode("ascii", "replace")
         handler = registry.CONNECTIONS.get(key)
@@ -212,6 +215,15 @@ class InboundConnection:
         state = context.RequestState(request_id, self.where)
         if reply:
             self.active[request_id] = state
+        window = options.get("stream") if isinstance(options, dict) else None
+        if window and reply:
+            streams.serve(self, state, handler, args, kwargs, window)
+            return
+        if streams.is_streaming(handler):
+            self._finish(state, (Kind.ERROR, error_payload(TypeError(
+                f"{registry.name_of(key)} is a generator: iterate it (for x in f(peer=P), "
+                f"async for x in f.acall(peer=P), or f.stream(peer=P))"))), reply)
+            return
         if inspect.iscoroutinefunction(handler):
             self._run_async(state, handler, args, kwargs, reply)
         else:

@@ -52,7 +52,7 @@ class Kind(IntEnum):
     CALL = 2          # caller -> callee: [connection, args, kwargs, options]
     RESULT = 3        # callee -> caller: the return value
     ERROR = 4         # callee -> caller: {"type", "message", "traceback"}
-    STREAM_ITEM = 5   # callee -> caller: one item of a streamed (generator) result
+    STREAM_ITEM = 5   # callee -> caller: a list of one or more items of a streamed (generator) result
     STREAM_END = 6    # callee -> caller: the stream finished
     CANCEL = 7        # caller -> callee: stop working on this request
     CREDIT = 8        # caller -> callee: may send this many more stream items
@@ -144,6 +144,16 @@ def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
         raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
                               f"bytes (NET_MAX_MESSAGE)")
     return [HEADER.pack(len(body), kind, request_id), body]
+
+
+def encode_items(request_id: int, packed_items: list[bytes], *, max_message: int) -> list[bytes]:
+    """Frame a STREAM_ITEM: a msgpack array of already-packed items (each packed once, by :func:`pack`)."""
+    array = msgpack.Packer().pack_array_header(len(packed_items))
+    body = array + b"".join(packed_items)
+    if len(body) > max_message:
+        raise MessageTooLarge(f"stream item of {len(body):,} bytes exceeds the limit of {max_message:,} "
+                              f"bytes (NET_MAX_MESSAGE)")
+    return [HEADER.pack(len(body), Kind.STREAM_ITEM, request_id), body]
 
 
 def frame_bytes(kind: Kind, request_id: int, payload: Any = None, *, max_message: int) -> bytes:
