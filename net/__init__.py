@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging as _logging
 
 from . import config as _config
-from .errors import (AuthError, Cancelled, ConfigError, InvalidConnection, MessageTooLarge, NetError,
+from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
                      VersionMismatch)
 from .api import cancelled, connect, flag, timeout
 from .peer import Peer
+from .discovery import Peers, peers
 from . import peer
 from .defaults.handlers import connections, info, null, pass_through
 from . import defaults as _defaults  # noqa: F401  (registers the built-in flags)
@@ -35,12 +36,13 @@ if _config.VALUES["DEV"]:
 
 __all__ = [
     # decorators and functions
-    "connect", "flag", "timeout", "cancelled", "Peer", "peer",
+    "connect", "flag", "timeout", "cancelled", "Peer", "peer", "peers", "Peers",
     # defaults
     "info", "pass_through", "null", "connections",
     # errors
     "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
+    "DiscoveryDisabled",
     # settings
     *[_s.name for _s in _config.SETTINGS],
 ]

@@ -45,6 +45,26 @@ def resolve(target: Any) -> tuple[str, int]:
                      f"or an entry of net.peers()")
 
 
+_resolved: dict[Any, tuple[str, int]] = {}
+_RESOLVED_MAX = 4096
+_CACHEABLE = (bytes, str, tuple)
+
+
+def resolve_cached(target: Any) -> tuple[str, int]:
+    """:func:`resolve`, remembered for ids, strings and tuples: calls repeat them."""
+    if type(target) not in _CACHEABLE:
+        return resolve(target)
+    try:
+        return _resolved[target]
+    except KeyError:
+        address = _resolved[target] = resolve(target)
+        if len(_resolved) > _RESOLVED_MAX:
+            _resolved.clear()
+        return address
+    except TypeError:           # a tuple holding something unhashable
+        return resolve(target)
+
+
 class Connection:
     """A function registered with ``@net.connect``: call it locally, or on a peer with ``peer=``."""
 
@@ -62,7 +82,7 @@ class Connection:
             return self.function(*args, **kwargs)
         if self.streaming:
             return self.stream(*args, peer=peer, **kwargs)
-        host, port = resolve(peer)
+        host, port = resolve_cached(peer)
         return client.call(host, port, self.key, list(args), kwargs, target=peer)
 
     def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:

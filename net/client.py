@@ -19,10 +19,12 @@ import time
 from typing import Any, Callable
 
 from . import config, identity, registry, transport, wire
+from .context import call_timeout
 from .errors import Cancelled, NetError, PeerUnreachable, ProtocolError, RemoteError, Timeout
 from .wire import Kind
 
 log = logging.getLogger("net")
+IDLE_CHECK_AFTER = 0.05     # seconds of quiet after which a pooled connection is checked before use
 
 
 class Retired(PeerUnreachable):
@@ -119,14 +121,21 @@ class AsyncWaiter(Pending):
 
 
 class OutboundConnection:
-    """A persistent connection to one remote peer, shared by all threads."""
+    """A persistent connection to one remote peer, shared by all threads.
+
+    Whoever holds ``_read_lock`` reads frames and routes them to their
+    waiters. A thread blocked in a call takes that role itself when it is
+    free (leader/follower), so a sequential caller reads its own reply with no
+    thread hand-off; when callers are still waiting as a leader leaves, or
+    only futures and asyncio callers wait, a background reader takes over.
+    """
 
     def __init__(self, pool: "Pool", host: str, port: int):
         self.pool = pool
         self.host = host
         self.port = port
         self.where = f"{host}:{port}"
-        sock = transport.connect(host, port, config.get("CONNECT_TIMEOUT"))
+        sock = transport.connect(host, port, dial_timeout())
         self.framed = transport.FramedSocket(sock, self.where, config.get("MAX_MESSAGE"))
         self.pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
@@ -134,8 +143,11 @@ class OutboundConnection:
         self.last_ping = 0.0
         self.dead: NetError | None = None
         self.calls_started = 0
-        self._reader = threading.Thread(target=self._read_loop, daemon=True, name=f"net-client-{self.where}")
-        self._reader.start()
+        self._read_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._background = threading.Thread(target=self._background_reader, daemon=True,
+                                            name=f"net-client-{self.where}")
+        self._background.start()
 
     def next_id(self) -> int:
         request_id = next(self._ids) & wire.MAX_REQUEST_ID
@@ -159,6 +171,8 @@ class OutboundConnection:
             self._die(exc)
             raise
         self.calls_started += 1
+        if type(pending) is not Waiter:
+            self._wake.set()            # nobody will lead for it: make sure the background reads
         return request_id
 
     def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -188,40 +202,106 @@ class OutboundConnection:
         except NetError as exc:
             self._die(exc)
 
-    def _read_loop(self) -> None:
-        framed = self.framed
-        pending = self.pending
+    def usable(self) -> bool:
+        """False if the peer closed this connection while it sat idle (restart, idle timeout).
+
+        Only looks (one poll, no wait) after ``IDLE_CHECK_AFTER`` seconds of quiet, so
+        back-to-back calls pay nothing, and a restarted peer is never sent a call on a
+        dead socket.
+        """
+        if self.dead is not None:
+            return False
+        if not self.pending and time.monotonic() - self.last_heard > IDLE_CHECK_AFTER \
+                and self._read_lock.acquire(blocking=False):
+            try:
+                self._pump(0.0)
+            finally:
+                self._read_lock.release()
+        return self.dead is None
+
+    # -- reading -------------------------------------------------------------------------------
+    def wait(self, waiter: Waiter, deadline: float | None) -> bool:
+        """Block until ``waiter`` is settled, reading frames ourselves when nobody else is.
+
+        Returns False if ``deadline`` (a monotonic time) passed first.
+        """
+        while waiter.frame is None and waiter.error is None:
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    while waiter.frame is None and waiter.error is None:
+                        if deadline is None:
+                            self._pump(None)
+                        else:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                return False
+                            self._pump(remaining)
+                finally:
+                    self._read_lock.release()
+                    if self.pending:
+                        self._wake.set()
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if waiter.wait(remaining):
+                return True
+        return True
+
+    def _pump(self, timeout: float | None) -> None:
+        """Read once and route what arrived; on any failure the connection dies (waiters fail)."""
+        if self.dead is not None:
+            return
         try:
-            while True:
-                frame = framed.receive()
-                if frame is None:
-                    raise PeerUnreachable(f"{self.where} closed the connection", peer=self.where)
+            frames = self.framed.receive_available(timeout)
+            if frames is None:
+                raise PeerUnreachable(f"{self.where} closed the connection", peer=self.where)
+            if frames:
                 self.last_heard = time.monotonic()
-                kind = frame.kind
-                if kind is Kind.RESULT or kind is Kind.ERROR or kind is Kind.STREAM_END:
-                    waiter = pending.pop(frame.request_id, None)
-                elif kind is Kind.STREAM_ITEM:
-                    waiter = pending.get(frame.request_id)
-                elif kind is Kind.PING:
-                    framed.send(Kind.PONG, frame.request_id)
-                    continue
-                elif kind is Kind.PONG:
-                    continue
-                elif kind is Kind.GOODBYE:
-                    reason = frame.payload.get("reason") if isinstance(frame.payload, dict) else None
-                    raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
-                else:
-                    raise ProtocolError(f"{self.where} sent an unexpected {kind.name} frame")
-                if waiter is not None:
-                    waiter.deliver(frame)
+                for frame in frames:
+                    self._route(frame)
         except NetError as exc:
             if isinstance(exc, ProtocolError):
                 log.warning("net: dropping connection to %s: %s", self.where, exc)
                 exc = PeerUnreachable(f"{self.where} broke the protocol: {exc}", peer=self.where)
             self._die(exc)
-        except Exception as exc:        # never let the reader die silently with callers waiting
-            log.exception("net: reader for %s failed", self.where)
+        except Exception as exc:        # never leave callers waiting on a connection nobody reads
+            log.exception("net: reading from %s failed", self.where)
             self._die(PeerUnreachable(f"connection to {self.where} failed: {exc}", peer=self.where))
+
+    def _route(self, frame: wire.Frame) -> None:
+        kind = frame.kind
+        if kind is Kind.RESULT or kind is Kind.ERROR or kind is Kind.STREAM_END:
+            waiter = self.pending.pop(frame.request_id, None)
+        elif kind is Kind.STREAM_ITEM:
+            waiter = self.pending.get(frame.request_id)
+        elif kind is Kind.PING:
+            self.framed.send(Kind.PONG, frame.request_id)
+            return
+        elif kind is Kind.PONG:
+            return
+        elif kind is Kind.GOODBYE:
+            reason = frame.payload.get("reason") if isinstance(frame.payload, dict) else None
+            raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
+        else:
+            raise ProtocolError(f"{self.where} sent an unexpected {kind.name} frame")
+        if waiter is not None:
+            waiter.deliver(frame)
+
+    def _background_reader(self) -> None:
+        """Read whenever callers wait and no caller is reading; sleep otherwise."""
+        lock = self._read_lock
+        while self.dead is None:
+            self._wake.wait()
+            self._wake.clear()
+            while self.pending and self.dead is None and lock.acquire(blocking=False):
+                try:
+                    while self.pending and self.dead is None:
+                        self._pump(None)
+                finally:
+                    lock.release()
+                # A caller may have registered after our last look but failed to take the
+                # lock while we held it: the loop condition looks again after releasing.
 
     def _die(self, error: NetError) -> None:
         if self.dead is None:
@@ -235,6 +315,7 @@ class OutboundConnection:
             except KeyError:
                 break
             waiter.fail(error)
+        self._wake.set()
 
     def close(self) -> None:
         self._die(PeerUnreachable(f"connection to {self.where} was closed by this process", peer=self.where))
@@ -252,7 +333,7 @@ class Pool:
     def get(self, host: str, port: int) -> OutboundConnection:
         address = (host, port)
         connection = self._connections.get(address)
-        if connection is not None and connection.dead is None:
+        if connection is not None and connection.usable():
             return connection
         with self._lock:
             dial_lock = self._dialing.setdefault(address, threading.Lock())
@@ -336,8 +417,13 @@ def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
     raise ProtocolError(f"{where} answered a call with a {frame.kind.name} frame")
 
 
+def dial_timeout() -> float:
+    """Seconds to open a connection: ``context.dial_timeout`` if set (discovery probes), else the setting."""
+    from .context import dial_timeout as override
+    return override.get() or config.get("CONNECT_TIMEOUT")
+
+
 def effective_timeout() -> float | None:
-    from .context import call_timeout
     timeout = call_timeout.get()
     return timeout if timeout is not None else config.get("TIMEOUT")
 
@@ -358,9 +444,8 @@ def call(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, An
             if reused and attempt == 1:     # a stale pooled socket: the call never left, dial again
                 continue
             raise
-        remaining = None if deadline is None else deadline - time.monotonic()
         try:
-            arrived = waiter.wait(remaining)
+            arrived = connection.wait(waiter, deadline)
         except BaseException:               # KeyboardInterrupt while waiting: cancel remotely
             connection.abandon(request_id)
             raise

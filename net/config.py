@@ -70,6 +70,16 @@ def _text_or_none(text: str) -> str | None:
     return text if text != "" else None
 
 
+DISCOVERY_MODES = ("off", "query", "answer", "announce")
+
+
+def _discovery_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in DISCOVERY_MODES:
+        raise ValueError("expected one of " + ", ".join(DISCOVERY_MODES))
+    return mode
+
+
 def _host(text: str) -> str:
     text = text.strip()
     if not text:
@@ -140,6 +150,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKERS", _positive_int, 64, "threads that run synchronous handlers (bounded pool)"),
     Setting("MAX_CONNECTIONS", _positive_int, 1024, "inbound connections a peer accepts at once"),
     Setting("HANDSHAKE_TIMEOUT", _seconds, 5.0, "seconds a new inbound connection has to introduce itself"),
+    Setting("DISCOVERY", _discovery_mode, "answer",
+            "what LAN discovery traffic this process may send: off, query (net.peers() may scan), "
+            "answer (also answer others' queries), announce (also say hello/goodbye); see README"),
+    Setting("DISCOVERY_TIMEOUT", _seconds, 0.3,
+            "seconds net.peers() waits for multicast answers, and for one probe to connect or answer"),
     Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,
             "inbound connections with nothing in flight are closed after this many idle seconds"),
 )

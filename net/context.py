@@ -2,38 +2,42 @@
 from __future__ import annotations
 
 import contextvars
-import threading
 from typing import Any
 
-serving_peer: contextvars.ContextVar[Any] = contextvars.ContextVar("net_serving_peer", default=None)
 current_request: contextvars.ContextVar["RequestState | None"] = contextvars.ContextVar(
     "net_current_request", default=None)
 call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "net_call_timeout", default=None)
+# Overrides NET_CONNECT_TIMEOUT for dials made in this context (discovery probes use a short one).
+dial_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "net_dial_timeout", default=None)
 
 
 class RequestState:
     """Server-side state of one request: set to cancelled when the caller sends CANCEL."""
 
-    __slots__ = ("request_id", "caller", "_cancelled", "on_cancel")
+    __slots__ = ("request_id", "caller", "peer", "cancelled", "on_cancel")
 
-    def __init__(self, request_id: int, caller: str):
+    def __init__(self, request_id: int, caller: str, peer: Any = None):
         self.request_id = request_id
         self.caller = caller
-        self._cancelled = threading.Event()
+        self.peer = peer                # the peer serving this request (what net.Peer() returns)
+        self.cancelled = False
         self.on_cancel: Any = None      # callable run once on cancel (e.g. cancel an asyncio task)
 
     def cancel(self) -> None:
-        if self._cancelled.is_set():
+        if self.cancelled:
             return
-        self._cancelled.set()
+        self.cancelled = True
         hook = self.on_cancel
         if hook is not None:
             hook()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+
+def serving_peer() -> Any:
+    """The peer serving the current call, or None outside a handler."""
+    state = current_request.get()
+    return state.peer if state is not None else None
 
 
 def cancelled() -> bool:

@@ -11,7 +11,8 @@
     ├── Timeout                   a call ran past its deadline (net.timeout / NET_TIMEOUT)
     ├── Cancelled                 the call was cancelled by the caller
     ├── RemoteError               the remote handler raised; carries its type, message, traceback
-    └── InvalidConnection         the peer offers no connection by that name/tag
+    ├── InvalidConnection         the peer offers no connection by that name/tag
+    └── DiscoveryDisabled         net.peers() would scan the LAN but NET_DISCOVERY=off
 
 Errors caused by the remote side name the peer (``peer`` attribute, ``host:port``)
 so a log line says where things went wrong, not only what.
@@ -101,3 +102,7 @@ class InvalidConnection(NetError, LookupError):
         self.offered = sorted(offered or [])
         listing = ", ".join(self.offered) if self.offered else "(none)"
         super().__init__(f"peer {peer} has no connection {connection!r}; it offers: {listing}")
+
+
+class DiscoveryDisabled(NetError):
+    """A LAN scan was asked for while ``NET_DISCOVERY=off`` (``on_host=True`` still works)."""

@@ -42,6 +42,7 @@ class _Peer:
         self._host = config.get("HOST")
         self._port: int | None = None
         self.server: Server | None = None
+        self.responder: Any = None      # answers LAN discovery queries (net.discovery), if allowed
         self.closed = False
         if launch:
             self.launch()
@@ -52,6 +53,8 @@ class _Peer:
             self.server = Server(self)
             self._port = self.server.port
             self.closed = False
+            from . import discovery
+            self.responder = discovery.start_responder(self)
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -99,6 +102,10 @@ class _Peer:
     def close(self) -> None:
         """Stop serving and release the port (idempotent)."""
         global _instance
+        if self.responder is not None:
+            from . import discovery
+            discovery.stop_responder(self, self.responder)
+            self.responder = None
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -125,7 +132,7 @@ _lock = threading.RLock()
 def Peer(*args: Any, **kwargs: Any) -> _Peer:
     """The running peer of this Python process (inside a handler: the peer serving the call)."""
     global _instance
-    serving = context.serving_peer.get()
+    serving = context.serving_peer()
     if serving is not None:
         return serving
     instance = _instance
@@ -139,4 +146,4 @@ def Peer(*args: Any, **kwargs: Any) -> _Peer:
 
 def running() -> _Peer | None:
     """The process's peer if it has been started, without starting it."""
-    return context.serving_peer.get() or _instance
+    return context.serving_peer() or _instance

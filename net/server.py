@@ -1,9 +1,12 @@
 """The serving side of a peer: accept loop, one reader thread per connection, dispatch.
 
-Reader threads only parse frames and hand calls off, so a slow handler never
-delays other calls on the same connection: synchronous handlers run in the
-peer's bounded :class:`~net.workers.WorkerPool`, ``async def`` handlers on
-the peer's event loop. Anything a connection sends that breaks the protocol
+A connection's reader thread runs a synchronous handler itself (no thread
+hand-off on the fast path); if the handler is still running after
+``HANDOFF_AFTER`` seconds, a watchdog gives the reading role to a fresh
+thread, so a slow handler never delays other calls on the same connection.
+At most ``NET_WORKERS`` synchronous handlers run at once (beyond that, calls
+queue in the peer's bounded :class:`~net.workers.WorkerPool`); ``async def``
+handlers run on the peer's event loop. Anything a connection sends that breaks the protocol
 drops that connection only (logged with its address); the peer keeps serving.
 """
 from __future__ import annotations
@@ -24,6 +27,10 @@ from .wire import Kind
 
 log = logging.getLogger("net")
 ACCEPT_ERROR_PAUSE = 0.05       # after EMFILE and the like, so a full fd table cannot spin a core
+HANDOFF_AFTER = 0.003           # a handler running longer than this gets its reading role taken over
+WATCH_INTERVAL = 0.002          # how often the watchdog looks while calls come in
+READER_IDLE_EXIT = 1.0          # seconds a spare reader thread waits for a new connection
+IDLE_LOOKS = 50                 # looks without inline work before the watchdog sleeps (~0.1 s)
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:
@@ -31,6 +38,48 @@ def error_payload(exc: BaseException) -> dict[str, str]:
     name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
     return {"type": name, "message": str(exc),
             "traceback": "".join(traceback.format_exception(kind, exc, exc.__traceback__))}
+
+
+class HandlerSlots:
+    """Counts synchronous handlers running (at most ``limit``); cheaper than a Semaphore when free."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.running = 0
+        self.waiting = 0
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+
+    def acquire(self, blocking: bool = False) -> bool:
+        with self._lock:
+            if self.running < self.limit:
+                self.running += 1
+                return True
+            return False
+
+    def acquire_blocking(self) -> None:
+        with self._freed:
+            self.waiting += 1
+            while self.running >= self.limit:
+                self._freed.wait()
+            self.waiting -= 1
+            self.running += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.running -= 1
+            if self.waiting:
+                self._freed.notify()
+
+
+_ASYNC: dict[Callable[..., Any], bool] = {}
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    known = _ASYNC.get(handler)
+    if known is None:
+        known = _ASYNC[handler] = inspect.iscoroutinefunction(handler)
+    return known
 
 
 class Server:
@@ -42,6 +91,13 @@ class Server:
             config.get("BIND"), config.get("PORT_START"), config.get("PORT_RANGE"))
         from .workers import WorkerPool
         self.workers = WorkerPool(config.get("WORKERS"), name=f"net-handler-{self.port}")
+        # Reader threads outlive their connection only briefly: a closed connection's thread
+        # is reused by the next one, or exits after READER_IDLE_EXIT seconds.
+        self.readers = WorkerPool(config.get("MAX_CONNECTIONS") + config.get("WORKERS"),
+                                  name=f"net-reader-{self.port}",
+                                  idle_exit=READER_IDLE_EXIT)
+        self.handler_slots = HandlerSlots(config.get("WORKERS"))
+        self.watchdog = Watchdog(self.readers)
         self.max_connections = config.get("MAX_CONNECTIONS")
         self.handshake_timeout = config.get("HANDSHAKE_TIMEOUT")
         self.idle_timeout = config.get("IDLE_TIMEOUT")
@@ -53,6 +109,18 @@ class Server:
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True,
                                                name=f"net-accept-{self.port}")
         self._accept_thread.start()
+        if self.idle_timeout is not None:
+            threading.Thread(target=self._sweep_idle, daemon=True, name=f"net-idle-{self.port}").start()
+
+    def _sweep_idle(self) -> None:
+        """Close inbound connections idle past NET_IDLE_TIMEOUT (their callers reconnect)."""
+        interval = min(max(self.idle_timeout / 4, 0.05), 5.0)
+        while not self._closed.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                connections = list(self.connections)
+            for connection in connections:
+                connection.retire_if_idle(now, self.idle_timeout)
 
     # -- accepting ---------------------------------------------------------------------------
     def _accept_loop(self) -> None:
@@ -77,7 +145,7 @@ class Server:
                 with contextlib.suppress(OSError):
                     sock.close()
                 continue
-            threading.Thread(target=connection.serve, daemon=True, name=f"net-conn-{where}").start()
+            self.readers.submit(connection.serve)
 
     def forget(self, connection: "InboundConnection") -> None:
         with self._lock:
@@ -115,9 +183,66 @@ class Server:
         for connection in connections:
             connection.close()
         self._accept_thread.join(timeout=2)
+        self.watchdog.close()
         self.workers.close()
+        self.readers.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class Watchdog:
+    """Takes the reading role away from connections whose reader runs a handler for too long.
+
+    Costs the call path one set insertion: while calls come in it looks every
+    ``WATCH_INTERVAL``; after ``IDLE_LOOKS`` looks with nothing running inline
+    it sleeps until the next inline call wakes it.
+    """
+
+    def __init__(self, readers: Any):
+        self.readers = readers
+        self.recent: set[InboundConnection] = set()
+        self.sleeping = True
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def watch(self, connection: "InboundConnection") -> None:
+        self.recent.add(connection)
+        if self.sleeping:
+            self._wake.set()
+            if self._thread is None:
+                with self._lock:
+                    if self._thread is None and not self._closed:
+                        self._thread = threading.Thread(target=self._run, daemon=True, name="net-watchdog")
+                        self._thread.start()
+
+    def _run(self) -> None:
+        idle_looks = 0
+        while not self._closed:
+            self.sleeping = False
+            time.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            busy = False
+            for connection in list(self.recent):
+                if connection.inline_since is None:
+                    self.recent.discard(connection)
+                    continue
+                busy = True
+                if connection.take_over_if_stuck(now):
+                    self.recent.discard(connection)
+                    self.readers.submit(connection.read_as, connection.generation)
+            idle_looks = 0 if busy or self.recent else idle_looks + 1
+            if idle_looks >= IDLE_LOOKS:
+                self._wake.clear()
+                self.sleeping = True
+                if not self.recent:         # a reader that saw sleeping=False added itself: look again
+                    self._wake.wait()
+                idle_looks = 0
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
 
 
 class InboundConnection:
@@ -130,53 +255,93 @@ class InboundConnection:
         self.framed: transport.FramedSocket | None = None
         self.active: dict[int, context.RequestState] = {}
         self.streams: dict[int, streams._Runner] = {}     # streamed calls, for their CREDIT frames
+        self.generation = 0                 # bumped each time a new thread takes over reading
+        self.inline_since: float | None = None
+        self.last_activity = time.monotonic()
+        self.retired = False
+        self._lock = threading.Lock()
 
     def serve(self) -> None:
-        server = self.server
+        """First reader of the connection: greet, then read."""
         try:
-            try:
-                transport.accept_preamble(self.sock, server.handshake_timeout, self.where)
-            except NetError as exc:
-                log.info("net: dropping %s before the greeting finished: %s", self.where, exc)
-                return
-            self.framed = transport.FramedSocket(self.sock, self.where, server.max_message)
-            self.sock.settimeout(server.idle_timeout)
-            self._read_loop()
+            transport.accept_preamble(self.sock, self.server.handshake_timeout, self.where)
+        except NetError as exc:
+            log.info("net: dropping %s before the greeting finished: %s", self.where, exc)
+            self.close()
+            self.server.forget(self)
+            return
+        except Exception:
+            log.exception("net: greeting %s failed", self.where)
+            self.close()
+            self.server.forget(self)
+            return
+        self.framed = transport.FramedSocket(self.sock, self.where, self.server.max_message)
+        self.read_as(0)
+
+    def read_as(self, generation: int) -> None:
+        """Read frames while this thread holds the reading role; close when the connection ends."""
+        try:
+            if self._read_loop(generation):
+                return              # another thread reads now
         except Exception:       # a bug here must cost one connection, never the peer
             log.exception("net: connection from %s failed", self.where)
-        finally:
-            self.close()
-            server.forget(self)
+        self.close()
+        self.server.forget(self)
 
-    def _read_loop(self) -> None:
+    def retire_if_idle(self, now: float, idle_timeout: float) -> bool:
+        """Close the connection if nothing ran or arrived for ``idle_timeout`` seconds.
+
+        The caller is told (GOODBYE) and resends anything it sent after this point.
+        """
+        with self._lock:
+            if self.active or self.framed is None or now - self.last_activity < idle_timeout:
+                return False
+            self.retired = True
+        log.debug("net: closing %s after %gs idle", self.where, idle_timeout)
+        with contextlib.suppress(NetError):
+            self.framed.send(Kind.GOODBYE, 0, {"reason": "idle"})
+        self.close()
+        return True
+
+    def take_over_if_stuck(self, now: float) -> bool:
+        """Watchdog: if the reader has run one handler too long, hand reading to a new generation."""
+        with self._lock:
+            since = self.inline_since
+            if since is None or now - since < HANDOFF_AFTER:
+                return False
+            self.inline_since = None
+            self.generation += 1
+            return True
+
+    def _read_loop(self, generation: int) -> bool:
+        """Returns True when the reading role was taken over, False when the connection ended."""
         framed = self.framed
         assert framed is not None
         while True:
             try:
                 frame = framed.receive()
-            except Timeout:
-                if self.active:
-                    continue
-                log.debug("net: closing %s after %ss idle", self.where, self.server.idle_timeout)
-                with contextlib.suppress(NetError):
-                    framed.send(Kind.GOODBYE, 0, {"reason": "idle"})
-                return
             except ProtocolError as exc:
                 log.warning("net: dropping connection from %s: %s", self.where, exc)
                 with contextlib.suppress(NetError):
                     framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}"})
-                return
+                return False
             except PeerUnreachable:
-                return
+                return False
             if frame is None:
-                return
-            if not self._handle(frame):
-                return
+                return False
+            with self._lock:
+                if self.retired:            # closed as idle: this frame is never run (caller resends)
+                    return False
+                self.last_activity = time.monotonic()
+            if not self._handle(frame, generation):
+                return False
+            if self.generation != generation:
+                return True
 
-    def _handle(self, frame: wire.Frame) -> bool:
+    def _handle(self, frame: wire.Frame, generation: int) -> bool:
         kind = frame.kind
         if kind is Kind.CALL or kind is Kind.NOTIFY:
-            self._dispatch(frame.request_id, frame.payload, reply=kind is Kind.CALL)
+            self._dispatch(frame.request_id, frame.payload, kind is Kind.CALL, generation)
         elif kind is Kind.PING:
             self._send(Kind.PONG, frame.request_id, None)
         elif kind is Kind.CANCEL:
@@ -195,43 +360,63 @@ class InboundConnection:
             return False
         return True
 
-    def _dispatch(self, request_id: int, payload: Any, reply: bool) -> None:
-        if not (isinstance(payload, list) and len(payload) == 4 and isinstance(payload[1], list)
-                and isinstance(payload[2], dict) and isinstance(payload[0], (bytes, str))):
+    def _dispatch(self, request_id: int, payload: Any, reply: bool, generation: int) -> None:
+        try:
+            key, args, kwargs, options = payload
+            if type(args) is not list or type(kwargs) is not dict or type(key) is not bytes:
+                if type(key) is not str:
+                    raise TypeError
+                key = key.encode("ascii", "replace")
+                if type(args) is not list or type(kwargs) is not dict:
+                    raise TypeError
+        except (TypeError, ValueError):
             if reply:
                 self._send(Kind.ERROR, request_id, {
                     "type": "net.ProtocolError", "traceback": "",
                     "message": "malformed call: expected [connection, args, kwargs, options]"})
             return
-        key, args, kwargs, options = payload
-        if isinstance(key, str):
-            key = key.encode("ascii", "replace")
         handler = registry.CONNECTIONS.get(key)
         if handler is None:
             log.debug("net: %s asked for unknown connection %s", self.where, registry.name_of(key))
             if reply:
                 self._send(Kind.RESULT, request_id, self.server.peer.get_flag("INVALID_CONNECTION"))
             return
-        state = context.RequestState(request_id, self.where)
+        state = context.RequestState(request_id, self.where, self.server.peer)
         if reply:
             self.active[request_id] = state
-        window = options.get("stream") if isinstance(options, dict) else None
-        if window and reply:
-            streams.serve(self, state, handler, args, kwargs, window)
+        if options and reply and type(options) is dict and options.get("stream"):
+            streams.serve(self, state, handler, args, kwargs, options["stream"])
             return
-        if streams.is_streaming(handler):
-            self._finish(state, (Kind.ERROR, error_payload(TypeError(
-                f"{registry.name_of(key)} is a generator: iterate it (for x in f(peer=P), "
-                f"async for x in f.acall(peer=P), or f.stream(peer=P))"))), reply)
-            return
-        if inspect.iscoroutinefunction(handler):
+        if _is_async(handler):
             self._run_async(state, handler, args, kwargs, reply)
+        elif self.server.handler_slots.acquire(blocking=False):
+            self._run_inline(generation, state, handler, args, kwargs, reply)
         else:
-            self.server.workers.submit(self._run_sync, state, handler, args, kwargs, reply)
+            self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply)
+
+    def _run_inline(self, generation: int, state: context.RequestState, handler: Callable[..., Any],
+                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        """Run on the reader thread; the watchdog hands reading to another thread if it drags on."""
+        self.inline_since = time.monotonic()
+        self.server.watchdog.watch(self)
+        try:
+            self._run_sync(state, handler, args, kwargs, reply)
+        finally:
+            self.server.handler_slots.release()
+            with self._lock:
+                if self.generation == generation:
+                    self.inline_since = None
+
+    def _run_pooled(self, state: context.RequestState, handler: Callable[..., Any],
+                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        self.server.handler_slots.acquire_blocking()
+        try:
+            self._run_sync(state, handler, args, kwargs, reply)
+        finally:
+            self.server.handler_slots.release()
 
     def _run_sync(self, state: context.RequestState, handler: Callable[..., Any],
                   args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
-        peer_token = context.serving_peer.set(self.server.peer)
         request_token = context.current_request.set(state)
         try:
             result = handler(*args, **kwargs)
@@ -243,13 +428,11 @@ class InboundConnection:
             outcome = (Kind.ERROR, error_payload(exc))
         finally:
             context.current_request.reset(request_token)
-            context.serving_peer.reset(peer_token)
         self._finish(state, outcome, reply)
 
     def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
         async def run() -> None:
-            context.serving_peer.set(self.server.peer)
             context.current_request.set(state)
             try:
                 outcome = (Kind.RESULT, await handler(*args, **kwargs))

@@ -533,13 +533,14 @@ class SyncStreamRunner(_Runner):
             self._close_generator()
 
     def _slice(self) -> None:
-        peer_token = context.serving_peer.set(self.connection.server.peer)
-        request_token = context.current_request.set(self.state)
+        slots = self.connection.server.handler_slots     # counts with the sync handlers (NET_WORKERS)
+        slots.acquire_blocking()
+        request_token = context.current_request.set(self.state)     # net.Peer(), net.cancelled()
         try:
             self._produce()
         finally:
             context.current_request.reset(request_token)
-            context.serving_peer.reset(peer_token)
+            slots.release()
 
     def _produce(self) -> None:
         state = self.state
@@ -637,7 +638,6 @@ class AsyncStreamRunner(_Runner):
         self.loop.call_soon_threadsafe(self._begin)
 
     def _begin(self) -> None:
-        context.serving_peer.set(self.connection.server.peer)
         context.current_request.set(self.state)
         if self.state.cancelled:
             self._end(None)

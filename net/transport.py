@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import select
 import socket
 import sys
 import threading
@@ -20,16 +21,21 @@ RECV_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024          # bodies below this are joined with their header: one syscall
 
 
+def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Timeout:
+    """The net error for a socket error: Timeout for timeouts, else PeerUnreachable; names ``peer``."""
+    if isinstance(exc, socket.timeout):
+        return Timeout(f"{action} {peer} timed out", peer=peer)
+    reason = exc.strerror or exc.__class__.__name__
+    return PeerUnreachable(f"{action} {peer} failed: {reason}", peer=peer)
+
+
 @contextlib.contextmanager
 def os_errors_as(peer: str, action: str) -> Iterator[None]:
     """Turn socket errors raised inside the block into PeerUnreachable / Timeout naming ``peer``."""
     try:
         yield
-    except socket.timeout as exc:
-        raise Timeout(f"{action} {peer} timed out", peer=peer) from exc
     except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise PeerUnreachable(f"{action} {peer} failed: {reason}", peer=peer) from exc
+        raise _as_net_error(exc, peer, action) from exc
 
 
 def _tune(sock: socket.socket) -> None:
@@ -97,6 +103,14 @@ def accept_preamble(sock: socket.socket, timeout: float, where: str) -> None:
     sock.settimeout(None)
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(max(timeout, 0) * 1000))
+    return bool(select.select([sock], [], [], max(timeout, 0))[0])
+
+
 def _recv_exactly(sock: socket.socket, size: int, where: str) -> bytes:
     data = bytearray()
     while len(data) < size:
@@ -116,6 +130,7 @@ class FramedSocket:
         self.max_message = max_message
         self.decoder = wire.FrameDecoder(max_message)
         self._send_lock = threading.Lock()
+        self._view = memoryview(bytearray(RECV_CHUNK))
         self.closed = False
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
@@ -124,30 +139,66 @@ class FramedSocket:
         self.send_encoded(header, body)
 
     def send_encoded(self, header: bytes, body: bytes) -> None:
-        with self._send_lock, os_errors_as(self.where, "sending to"):
-            if len(body) < SMALL_BODY:
-                self.sock.sendall(header + body)
-            else:
-                self.sock.sendall(header)
-                self.sock.sendall(body)
+        try:
+            with self._send_lock:
+                if len(body) < SMALL_BODY:
+                    self.sock.sendall(header + body)
+                else:
+                    self.sock.sendall(header)
+                    self.sock.sendall(body)
+        except OSError as exc:
+            raise _as_net_error(exc, self.where, "sending to") from exc
 
     def receive(self) -> wire.Frame | None:
         """Block until one frame arrives; None when the other side closed cleanly.
 
-        Raises ProtocolError for bad bytes, PeerUnreachable for a broken socket.
+        Raises ProtocolError for bad bytes, PeerUnreachable (or Timeout, when the
+        socket has a timeout) for a broken socket.
         """
         decoder = self.decoder
         while True:
             frame = decoder.next_frame()
             if frame is not None:
                 return frame
-            with os_errors_as(self.where, "receiving from"):
-                data = self.sock.recv(max(RECV_CHUNK, min(decoder.wanted(), 4 * RECV_CHUNK)))
-            if not data:
-                if decoder.buffered:
-                    raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
+            if not self._read_once(None):
                 return None
-            decoder.feed(data)
+
+    def receive_available(self, timeout: float | None = None) -> list[wire.Frame] | None:
+        """Read once (waiting at most ``timeout`` seconds; None = block) and return every complete
+        frame: possibly [] (partial data or timeout). None when the other side closed cleanly.
+
+        Waiting uses poll, not a socket timeout, so concurrent senders are unaffected.
+        """
+        decoder = self.decoder
+        frames: list[wire.Frame] = []
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+        if frames:
+            return frames
+        if not self._read_once(timeout):
+            return None
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+        return frames
+
+    def _read_once(self, timeout: float | None) -> bool:
+        """One recv into the reusable buffer, fed to the decoder. False on a clean close.
+
+        Receiving into one preallocated buffer matters: ``recv(n)`` would allocate
+        (and page in) an n-byte object per call.
+        """
+        try:
+            if timeout is not None and not _readable(self.sock, timeout):
+                return True
+            count = self.sock.recv_into(self._view)
+        except OSError as exc:
+            raise _as_net_error(exc, self.where, "receiving from") from exc
+        if not count:
+            if self.decoder.buffered:
+                raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
+            return False
+        self.decoder.feed(self._view[:count])
+        return True
 
     def close(self) -> None:
         if self.closed:

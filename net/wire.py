@@ -25,10 +25,11 @@ received is ever unpickled or evaluated. The only extension type is a *flag*
 """
 from __future__ import annotations
 
+import inspect
 import struct
-from dataclasses import dataclass
+import threading
 from enum import IntEnum
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import msgpack
 
@@ -63,11 +64,12 @@ class Kind(IntEnum):
     GOODBYE = 13      # either side: closing; payload {"reason", "last_request"}
 
 
-_KINDS = {kind.value for kind in Kind}
+_KIND_BY_VALUE: dict[int, Kind] = {kind.value: kind for kind in Kind}   # Kind(n) is slow
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """One decoded frame (a tuple: cheap to build on the hot path)."""
+
     kind: Kind
     request_id: int
     payload: Any
@@ -89,6 +91,9 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(FLAG_EXT, obj.name.encode("utf-8"))
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    if inspect.isgenerator(obj) or inspect.isasyncgen(obj):
+        raise TypeError("a generator is not one value: its connection streams, so call it as a stream "
+                        "(for x in f(peer=P), async for x in f.acall(peer=P), or f.stream(peer=P))")
     raise TypeError(f"cannot send a {type(obj).__name__} over net: only JSON types and bytes travel "
                     f"(convert it in the function, or in an @net.event hook)")
 
@@ -100,14 +105,22 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
-_packer_options = dict(use_bin_type=True, default=_default)
+_packers = threading.local()    # a Packer is not thread-safe, and building one per call is slow
 
 
 def pack(value: Any) -> bytes:
     """msgpack-encode one payload value (raises TypeError for types that cannot travel)."""
     if type(value) is Flag:     # Flag subclasses str, so msgpack would send it as plain text
         value = _default(value)
-    return msgpack.packb(value, **_packer_options)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
+    try:
+        return packer.pack(value)
+    except BaseException:
+        _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)   # reset its buffer
+        raise
 
 
 def unpack(data: bytes | memoryview) -> Any:
@@ -209,14 +222,14 @@ class FrameDecoder:
             length, kind, request_id = HEADER.unpack_from(buffer)
             if length > self.max_message:
                 self._fail(f"frame announces {length:,} bytes, over the limit of {self.max_message:,}")
-            if kind not in _KINDS:
+            if kind not in _KIND_BY_VALUE:
                 self._fail(f"unknown frame kind {kind}")
             self._need = (length, kind, request_id)
         length, kind, request_id = self._need
         end = HEADER_SIZE + length
         if len(buffer) < end:
             return None
-        body = bytes(memoryview(buffer)[HEADER_SIZE:end])
+        body = buffer[HEADER_SIZE:end]      # a slice copy; a memoryview here makes `del` slow
         del buffer[:end]
         self._need = None
         try:
@@ -224,7 +237,7 @@ class FrameDecoder:
         except ProtocolError as exc:
             self._broken = exc
             raise
-        return Frame(Kind(kind), request_id, payload)
+        return Frame(_KIND_BY_VALUE[kind], request_id, payload)
 
     def _fail(self, message: str) -> None:
         self._broken = ProtocolError(message)

@@ -17,8 +17,9 @@ IDLE_EXIT_SECONDS = 30.0
 
 
 class WorkerPool:
-    def __init__(self, limit: int, name: str = "net-worker"):
+    def __init__(self, limit: int, name: str = "net-worker", idle_exit: float = IDLE_EXIT_SECONDS):
         self.limit = limit
+        self.idle_exit = idle_exit
         self.name = name
         self._tasks: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -49,7 +50,7 @@ class WorkerPool:
                 self._idle += 1
             while True:
                 try:
-                    task = tasks.get(timeout=IDLE_EXIT_SECONDS)
+                    task = tasks.get(timeout=self.idle_exit)
                     break
                 except queue.Empty:
                     with lock:

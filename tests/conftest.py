@@ -10,6 +10,7 @@ from support import PORT_BLOCK, port_block  # noqa: E402
 
 os.environ["NET_HOST"] = "127.0.0.1"
 os.environ["NET_BIND"] = "127.0.0.1"
+os.environ["NET_DISCOVERY"] = "off"     # never scan the real LAN from the root namespace (on_host still works)
 os.environ["NET_PORT_START"] = str(port_block())
 os.environ["NET_PORT_RANGE"] = str(PORT_BLOCK - 1)
 
@@ -31,3 +32,44 @@ def spawn():
     yield start
     for process in started:
         process.stop()
+
+
+def _lab_factory():
+    from netlab import Lab, skip_reason
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    labs = []
+
+    def build(hosts: int = 2) -> Lab:
+        lab = Lab(hosts)
+        labs.append(lab)
+        return lab
+
+    return build, labs
+
+
+@pytest.fixture
+def netlab():
+    """Build network-namespace labs (``lab = netlab(hosts=3)``, see tests/netlab.py).
+
+    Skipped with the reason when namespaces can't be made (not root, not
+    Linux); every lab is torn down after the test, even when it fails.
+    """
+    build, labs = _lab_factory()
+    try:
+        yield build
+    finally:
+        for lab in labs:
+            lab.close()
+
+
+@pytest.fixture(scope="module")
+def netlab_module():
+    """Like ``netlab``, but the labs live for the whole test module (cheaper for many tests)."""
+    build, labs = _lab_factory()
+    try:
+        yield build
+    finally:
+        for lab in labs:
+            lab.close()

@@ -31,6 +31,7 @@ def peer_env(port_start: int | None = None, **extra: str) -> dict[str, str]:
     env.update({
         "NET_HOST": "127.0.0.1",
         "NET_BIND": "127.0.0.1",
+        "NET_DISCOVERY": "off",
         "NET_PORT_START": str(port_start if port_start is not None else port_block()),
         "NET_PORT_RANGE": str(PORT_BLOCK - 1),
         "NET_TEST_LIFETIME": env.get("NET_TEST_LIFETIME", "120"),
@@ -45,9 +46,9 @@ class PeerProcess:
     """A peer running ``tests/peers/serve.py MODULE`` in its own OS process."""
 
     def __init__(self, *modules: str, env: dict[str, str] | None = None, ready_timeout: float = 20.0,
-                 script: Path | None = None, args: list[str] | None = None):
+                 script: Path | None = None, args: list[str] | None = None, wrap: list[str] | None = None):
         self.env = env or peer_env()
-        command = [sys.executable, str(script or PEERS / "serve.py"), *modules, *(args or [])]
+        command = [*(wrap or []), sys.executable, str(script or PEERS / "serve.py"), *modules, *(args or [])]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=str(ROOT), text=True)
         self.lines: list[str] = []

@@ -153,7 +153,7 @@ def test_stream_and_plain_call_mismatches_are_clear_errors(spawn):
     def count_stub(n):        # a plain-function stub for a remote generator
         raise AssertionError("not run locally")
 
-    with pytest.raises(net.RemoteError, match="is a generator"):
+    with pytest.raises(net.RemoteError, match="call it as a stream"):
         count_stub(3, peer=p.id)
     assert list(count_stub.stream(3, peer=p.id)) == [0, 1, 2]
 
