@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from . import config, identity, registry, transport, wire
 from .context import call_timeout
+from .deadlines import DEADLINES
 from .errors import Cancelled, NetError, PeerUnreachable, ProtocolError, RemoteError, Timeout
 from .wire import Kind
 
@@ -70,11 +71,12 @@ class Waiter(Pending):
 class FutureWaiter(Pending):
     """Resolves a ``concurrent.futures.Future`` via ``finish`` (run off the reader thread)."""
 
-    __slots__ = ("future", "finish")
+    __slots__ = ("future", "finish", "retry")
 
     def __init__(self, future: concurrent.futures.Future, finish: Callable[[wire.Frame], Any]):
         self.future = future
         self.finish = finish
+        self.retry: Callable[[], None] | None = None    # resends the call if the peer retired the connection
 
     def deliver(self, frame: wire.Frame) -> None:
         if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
@@ -92,7 +94,11 @@ class FutureWaiter(Pending):
             self.future.set_exception(exc)
 
     def fail(self, error: NetError) -> None:
-        if not self.future.done():
+        retry, self.retry = self.retry, None
+        if isinstance(error, Retired) and retry is not None and not self.future.done():
+            # Dialing again must not hold up whichever thread is failing this connection.
+            threading.Thread(target=retry, daemon=True, name="net-resend").start()
+        elif not self.future.done():
             self.future.set_exception(error)
 
 
@@ -465,53 +471,99 @@ def call(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, An
 
 def submit(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
            target: Any = None, timeout: float | None = None) -> concurrent.futures.Future:
-    """Start a call and return a Future; cancelling the Future cancels the remote call."""
+    """Start a call and return a Future; cancelling the Future cancels the remote call.
+
+    A deadline is kept by the process's one deadline thread, never a thread per
+    call. Like :func:`call`, a call that met a stale pooled connection is sent
+    again once on a fresh one.
+    """
     if timeout is None:
         timeout = effective_timeout()
     future: concurrent.futures.Future = concurrent.futures.Future()
-    connection = POOL.get(host, port)
-    where = connection.where
-    waiter = FutureWaiter(future, lambda frame: finish(frame, where, key, target))
-    request_id = connection.send_call(key, args, kwargs, waiter)
+    latest: list[Any] = [None, 0, None]         # connection, request id, waiter of the latest attempt
+
+    def send(attempt: int) -> None:
+        connection = POOL.get(host, port)
+        reused = connection.calls_started > 0
+        where = connection.where
+        waiter = FutureWaiter(future, lambda frame: finish(frame, where, key, target))
+        if attempt == 1:
+            waiter.retry = resend
+        try:
+            request_id = connection.send_call(key, args, kwargs, waiter)
+        except PeerUnreachable:
+            if reused and attempt == 1:     # a stale pooled socket: the call never left, dial again
+                return send(2)
+            raise
+        latest[:] = [connection, request_id, waiter]
+
+    def resend() -> None:
+        if future.done():
+            return
+        try:
+            send(2)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+
+    send(1)
 
     def on_done(done: concurrent.futures.Future) -> None:
         if done.cancelled():
-            connection.abandon(request_id)
+            latest[0].abandon(latest[1])
 
     future.add_done_callback(on_done)
     if timeout is not None:
         def expire() -> None:
             if not future.done():
+                connection, request_id, waiter = latest
                 connection.abandon(request_id)
-                waiter.fail(Timeout(f"call to {registry.name_of(key)} on {where} did not finish "
-                                    f"within {timeout:g}s", peer=where))
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        future.add_done_callback(lambda _: timer.cancel())
+                waiter.fail(Timeout(f"call to {registry.name_of(key)} on {connection.where} did not "
+                                    f"finish within {timeout:g}s", peer=connection.where))
+        deadline = DEADLINES.schedule(timeout, expire)
+        future.add_done_callback(lambda _: deadline.cancel())
     return future
 
 
 async def acall(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
                 target: Any = None, timeout: float | None = None) -> Any:
-    """Await a call from a running event loop; no thread is parked per call in flight."""
+    """Await a call from a running event loop; no thread is parked per call in flight.
+
+    Like :func:`call`, a call that met a stale pooled connection (closed by the
+    peer while idle, before it read the call) is sent again on a fresh one.
+    """
     if timeout is None:
         timeout = effective_timeout()
     loop = asyncio.get_running_loop()
-    connection = POOL._connections.get((host, port))
-    if connection is None or connection.dead is not None:
-        connection = await loop.run_in_executor(None, POOL.get, host, port)    # dialing blocks
-    future: asyncio.Future = loop.create_future()
-    request_id = connection.send_call(key, args, kwargs, AsyncWaiter(loop, future))
-    try:
-        frame = await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
-        connection.abandon(request_id)
-        raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
-                      f"within {timeout:g}s", peer=connection.where) from None
-    except asyncio.CancelledError:
-        connection.abandon(request_id)
-        raise
-    if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
-        return await loop.run_in_executor(None, finish, frame, connection.where, key, target)
-    return finish(frame, connection.where, key, target)
+    deadline = None if timeout is None else loop.time() + timeout
+    for attempt in (1, 2):
+        connection = POOL._connections.get((host, port))
+        if connection is None or not connection.usable():
+            connection = await loop.run_in_executor(None, POOL.get, host, port)    # dialing blocks
+        reused = connection.calls_started > 0
+        future: asyncio.Future = loop.create_future()
+        try:
+            request_id = connection.send_call(key, args, kwargs, AsyncWaiter(loop, future))
+        except PeerUnreachable:
+            if reused and attempt == 1:
+                continue
+            raise
+        try:
+            frame = await asyncio.wait_for(future, None if deadline is None else deadline - loop.time())
+        except asyncio.TimeoutError:
+            connection.abandon(request_id)
+            raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
+                          f"within {timeout:g}s", peer=connection.where) from None
+        except asyncio.CancelledError:
+            connection.abandon(request_id)
+            raise
+        except Retired:
+            if attempt == 1:
+                continue
+            raise
+        except (PeerUnreachable, Timeout) as exc:
+            raise type(exc)(str(exc), peer=connection.where) from None
+        if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
+            return await loop.run_in_executor(None, finish, frame, connection.where, key, target)
+        return finish(frame, connection.where, key, target)
+    raise PeerUnreachable(f"could not reach {host}:{port}", peer=f"{host}:{port}")

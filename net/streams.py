@@ -322,7 +322,7 @@ class AsyncRemoteStream(_StreamBase):
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             connection = client.POOL._connections.get(self._address)
-            if connection is None or connection.dead is not None:
+            if connection is None or not connection.usable():
                 connection = await loop.run_in_executor(None, client.POOL.get, *self._address)
             reused = connection.calls_started > 0
             try:

@@ -148,3 +148,31 @@ def test_sixty_second_call_with_heartbeats_succeeds(spawn, monkeypatch):
         return await calls.asleep.acall(60, "done", peer=p.id)
 
     assert asyncio.run(run()) == "done"
+
+
+def test_submitted_deadlines_share_one_thread(spawn):
+    p = spawn("calls")
+    before = threading.active_count()
+    with net.timeout(30):
+        futures = [calls.asleep.submit(0.5, i, peer=p.id) for i in range(300)]
+    during = threading.active_count()
+    assert [f.result(30) for f in futures] == list(range(300))
+    assert during < before + 10, f"{during - before} threads appeared for 300 submitted calls"
+
+
+def test_every_calling_form_survives_an_idle_connection_closed_by_the_callee(spawn):
+    p = spawn("calls", env=peer_env(NET_IDLE_TIMEOUT="0.2"))
+    assert calls.add(1, 1, peer=p.id) == 2
+
+    async def run():
+        return [await calls.add.acall(2, 2, peer=p.id), [x async for x in calls.count.acall(2, peer=p.id)]]
+
+    for _ in range(2):
+        time.sleep(0.6)             # longer than the callee's idle timeout: it closes our connection
+        assert asyncio.run(run()) == [4, [0, 1]]
+        time.sleep(0.6)
+        assert calls.add.submit(3, 3, peer=p.id).result(10) == 6
+        time.sleep(0.6)
+        assert list(calls.count(3, peer=p.id)) == [0, 1, 2]
+        time.sleep(0.6)
+        assert calls.add(4, 4, peer=p.id) == 8
