@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import config, identity, registry, transport, wire
+from . import config, handoff, identity, registry, transport, wire
 from .context import call_timeout
 from .deadlines import DEADLINES
 from .errors import Cancelled, NetError, PeerUnreachable, ProtocolError, RemoteError, Timeout
@@ -103,27 +103,28 @@ class FutureWaiter(Pending):
 
 
 class AsyncWaiter(Pending):
-    """Hands the frame to an asyncio future on its own loop (thread-safe)."""
+    """Hands the frame to an asyncio future on its own loop (thread-safe, batched per loop)."""
 
-    __slots__ = ("loop", "future")
+    __slots__ = ("handoff", "future")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
-        self.loop = loop
+        self.handoff = handoff.for_loop(loop)
         self.future = future
 
     def deliver(self, frame: wire.Frame) -> None:
-        self.loop.call_soon_threadsafe(self._set, frame, None)
+        self.handoff.call(_settle, self.future, frame, None)
 
     def fail(self, error: NetError) -> None:
-        self.loop.call_soon_threadsafe(self._set, None, error)
+        self.handoff.call(_settle, self.future, None, error)
 
-    def _set(self, frame: wire.Frame | None, error: NetError | None) -> None:
-        if self.future.done():
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(frame)
+
+def _settle(future: asyncio.Future, frame: wire.Frame | None, error: NetError | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(frame)
 
 
 class OutboundConnection:

@@ -21,7 +21,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from . import config, context, registry, streams, transport, wire
+from . import config, context, handoff, registry, streams, transport, wire
 from .errors import MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
 from .wire import Kind
 
@@ -432,6 +432,13 @@ class InboundConnection:
 
     def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        loop = self.server.loop()
+        handoff.for_loop(loop).call(self._start_async, loop, state, handler, args, kwargs, reply)
+
+    def _start_async(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
+                     handler: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
+                     reply: bool) -> None:
+        """On the peer's loop: run the handler as a task; CANCEL cancels the task."""
         async def run() -> None:
             context.current_request.set(state)
             try:
@@ -440,8 +447,12 @@ class InboundConnection:
                 outcome = (Kind.ERROR, error_payload(exc))
             self._finish(state, outcome, reply)
 
-        future = asyncio.run_coroutine_threadsafe(run(), self.server.loop())
-        state.on_cancel = future.cancel
+        task = loop.create_task(run())
+        # A task cancelled before its first step never runs ``run``: forget the request then too.
+        task.add_done_callback(lambda done: done.cancelled() and self.active.pop(state.request_id, None))
+        state.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
+        if state.cancelled:         # CANCEL came before the task existed
+            task.cancel()
 
     def _finish(self, state: context.RequestState, outcome: tuple[Kind, Any], reply: bool) -> None:
         self.active.pop(state.request_id, None)

@@ -165,3 +165,16 @@ def test_bytes_chunks_stream(spawn):
         assert chunk[:2] == b"\xab\xab" and len(chunk) == 256 * 1024
         total += len(chunk)
     assert total == 40 * 256 * 1024
+
+
+def test_a_stalled_stream_times_out_per_item_and_is_cancelled(spawn):
+    p = spawn("calls")
+    tag = token("stalled")
+    with net.timeout(0.5):
+        stream = calls.slow_items(tag, 3.0, peer=p.id)
+    assert next(stream)[0] == 0             # the first item comes at once
+    with pytest.raises(net.Timeout, match="sent nothing for 0.5s"):
+        next(stream)
+    assert "finally" in calls.observed(tag, "finally", peer=p.id)
+    with pytest.raises(StopIteration):
+        next(stream)
