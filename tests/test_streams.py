@@ -109,11 +109,11 @@ def test_producer_never_runs_more_than_the_window_ahead(spawn, monkeypatch):
 def test_items_arrive_as_they_are_produced(spawn):
     p = spawn("calls")
     tag = token("slow")
-    with calls.slow_items(tag, 0.5, peer=p.id) as stream:
+    with calls.slow_items(tag, 0.4, peer=p.id) as stream:
         for expected in range(3):
             index, sent_at = next(stream)
             assert index == expected
-            assert time.time() - sent_at < 0.4, "an item waited for the next one to be produced"
+            assert time.time() - sent_at < 0.3, "an item waited for the next one to be produced"
 
 
 def test_stalled_streams_hold_no_worker_thread(spawn, monkeypatch):
@@ -170,10 +170,10 @@ def test_bytes_chunks_stream(spawn):
 def test_a_stalled_stream_times_out_per_item_and_is_cancelled(spawn):
     p = spawn("calls")
     tag = token("stalled")
-    with net.timeout(0.5):
-        stream = calls.slow_items(tag, 3.0, peer=p.id)
+    with net.timeout(0.3):
+        stream = calls.slow_items(tag, 1.0, peer=p.id)
     assert next(stream)[0] == 0             # the first item comes at once
-    with pytest.raises(net.Timeout, match="sent nothing for 0.5s"):
+    with pytest.raises(net.Timeout, match="sent nothing for 0.3s"):
         next(stream)
     assert "finally" in calls.observed(tag, "finally", peer=p.id)
     with pytest.raises(StopIteration):
