@@ -12,12 +12,13 @@ import logging as _logging
 from . import config as _config
 from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
-                     VersionMismatch)
+                     UnknownPeer, UserCodeError, VersionMismatch)
 from .api import cancelled, connect, flag, timeout
+from .events import event, subscribe
 from .peer import Peer
 from .discovery import Peers, peers
 from . import peer
-from .defaults.handlers import connections, info, null, pass_through
+from .defaults.handlers import connections, info, null, pass_through, subscription_handler
 from . import defaults as _defaults  # noqa: F401  (registers the built-in flags)
 
 __version__ = "0.1.0"
@@ -36,13 +37,13 @@ if _config.VALUES["DEV"]:
 
 __all__ = [
     # decorators and functions
-    "connect", "flag", "timeout", "cancelled", "Peer", "peer", "peers", "Peers",
+    "connect", "flag", "timeout", "cancelled", "Peer", "peer", "peers", "Peers", "event", "subscribe",
     # defaults
-    "info", "pass_through", "null", "connections",
+    "info", "pass_through", "null", "connections", "subscription_handler",
     # errors
     "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
-    "DiscoveryDisabled",
+    "UnknownPeer", "UserCodeError", "DiscoveryDisabled",
     # settings
     *[_s.name for _s in _config.SETTINGS],
 ]

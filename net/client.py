@@ -182,6 +182,25 @@ class OutboundConnection:
             self._wake.set()            # nobody will lead for it: make sure the background reads
         return request_id
 
+    def send_packed_call(self, body: bytes, pending: Pending) -> int:
+        """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
+        if self.dead is not None:
+            raise self.dead
+        request_id = self.next_id()
+        header, body = wire.packed_frame(Kind.CALL, request_id, body, max_message=self.framed.max_message)
+        if not self.pending:
+            self.last_heard = time.monotonic()
+        self.pending[request_id] = pending
+        try:
+            self.framed.send_encoded(header, body)
+        except NetError as exc:
+            self.pending.pop(request_id, None)
+            self._die(exc)
+            raise
+        self.calls_started += 1
+        self._wake.set()                # nobody waits in a call for it: the background reader reads
+        return request_id
+
     def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Fire-and-forget call (no reply): used for event deliveries."""
         if self.dead is not None:
@@ -316,6 +335,7 @@ class OutboundConnection:
         error = self.dead       # the first cause wins: closing the socket wakes the reader with "closed"
         self.pool.discard(self)
         self.framed.close()
+        error = self.dead or error      # the first cause, also when a reader races to report the close
         while self.pending:
             try:
                 _, waiter = self.pending.popitem()

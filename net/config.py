@@ -157,6 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds net.peers() waits for multicast answers, and for one probe to connect or answer"),
     Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,
             "inbound connections with nothing in flight are closed after this many idle seconds"),
+    Setting("LEASE", _seconds, 30.0,
+            "subscribers renew their event subscriptions this often (seconds); a publisher drops a "
+            "subscription that was not renewed for 3 leases"),
+    Setting("EVENT_QUEUE", _positive_int, 10_000,
+            "events a publisher queues per subscriber; when full, that subscriber's oldest are dropped"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}

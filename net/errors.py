@@ -12,6 +12,8 @@
     ├── Cancelled                 the call was cancelled by the caller
     ├── RemoteError               the remote handler raised; carries its type, message, traceback
     ├── InvalidConnection         the peer offers no connection by that name/tag
+    ├── UnknownPeer               no peer (or more than one) matches a name given by the user
+    ├── UserCodeError             the user's module could not be imported (`net serve`)
     └── DiscoveryDisabled         net.peers() would scan the LAN but NET_DISCOVERY=off
 
 Errors caused by the remote side name the peer (``peer`` attribute, ``host:port``)
@@ -102,6 +104,18 @@ class InvalidConnection(NetError, LookupError):
         self.offered = sorted(offered or [])
         listing = ", ".join(self.offered) if self.offered else "(none)"
         super().__init__(f"peer {peer} has no connection {connection!r}; it offers: {listing}")
+
+
+class UnknownPeer(NetError, LookupError):
+    """No peer matches what the user named (id, ``host:port`` or prefix), or several do."""
+
+    def __init__(self, message: str, candidates: list[str] | None = None):
+        super().__init__(message)
+        self.candidates = list(candidates or [])
+
+
+class UserCodeError(NetError, ImportError):
+    """The user's module failed to import; the message carries the user's own error and where."""
 
 
 class DiscoveryDisabled(NetError):

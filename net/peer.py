@@ -28,6 +28,7 @@ class _Peer:
 
     CONNECTIONS = registry.CONNECTIONS
     SUBSCRIPTIONS = registry.SUBSCRIPTIONS
+    STALE = registry.STALE
     FLAGS = registry.FLAGS
 
     generate_id = staticmethod(identity.generate_id)

@@ -7,6 +7,7 @@ every peer in a process serves the same functions.
 """
 from __future__ import annotations
 
+import collections
 import inspect
 from typing import Any, Callable
 
@@ -14,7 +15,8 @@ from . import identity
 
 CONNECTIONS: dict[bytes, Callable[..., Any]] = {}
 FLAGS: dict[bytes, Callable[..., Any]] = {}
-SUBSCRIPTIONS: dict[bytes, Any] = {}
+SUBSCRIPTIONS: dict[bytes, dict[bytes, Any]] = {}     # base64(event) -> {subscriber id: its record}
+STALE: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)  # subscribers pruned lately
 
 _NAMES: dict[bytes, str] = {}       # key -> readable name, for errors and listings
 

@@ -134,6 +134,27 @@ def unpack(data: bytes | memoryview) -> Any:
         raise ProtocolError(f"undecodable payload: {exc.__class__.__name__}: {exc}") from None
 
 
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of ``length`` items.
+
+    Followed by that many already-packed items it is a packed list, so a value
+    packed once (an event) can go into many messages without re-encoding it.
+    """
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 0x10000:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def packed_frame(kind: Kind, request_id: int, body: bytes, *, max_message: int) -> list[bytes]:
+    """Frame an already msgpack-encoded payload (see :func:`array_header`)."""
+    if len(body) > max_message:
+        raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
+                              f"bytes (NET_MAX_MESSAGE)")
+    return [HEADER.pack(len(body), kind, request_id), body]
+
+
 def preamble() -> bytes:
     return PREAMBLE.pack(MAGIC, VERSION, 0)
 
@@ -161,7 +182,7 @@ def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
 
 def encode_items(request_id: int, packed_items: list[bytes], *, max_message: int) -> list[bytes]:
     """Frame a STREAM_ITEM: a msgpack array of already-packed items (each packed once, by :func:`pack`)."""
-    array = msgpack.Packer().pack_array_header(len(packed_items))
+    array = array_header(len(packed_items))
     body = array + b"".join(packed_items)
     if len(body) > max_message:
         raise MessageTooLarge(f"stream item of {len(body):,} bytes exceeds the limit of {max_message:,} "

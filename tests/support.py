@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class PeerProcess:
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=str(ROOT), text=True)
         self.lines: list[str] = []
+        # A thread reads stdout: select() on the pipe cannot see lines already in Python's buffer.
+        self._stdout: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
         ready = self.wait_for("READY ", ready_timeout)
         _, peer_id, port = ready.split()
         self.id = peer_id.encode()
@@ -63,27 +67,40 @@ class PeerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def _pump(self) -> None:
+        try:
+            for line in self.proc.stdout:
+                self._stdout.put(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+        self._stdout.put(None)
+
     def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
         """Read stdout until a line starting with ``prefix``; fail with the process's output."""
         deadline = time.monotonic() + timeout
-        selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                line = self._stdout.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                self._stdout.put(None)          # stays at end of file for later readers
+                break
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
+        if self.proc.poll() is None:
+            self.proc.kill()
         try:
-            while time.monotonic() < deadline:
-                if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                line = line.rstrip("\n")
-                self.lines.append(line)
-                if line.startswith(prefix):
-                    return line
-        finally:
-            selector.close()
+            stderr = self.proc.stderr.read()[-3000:] if self.proc.stderr else ""
+        except (OSError, ValueError):
+            stderr = ""
         self.stop()
         raise AssertionError(f"peer process never printed {prefix!r}; stdout={self.lines} "
-                             f"stderr={self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
+                             f"stderr={stderr}")
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)

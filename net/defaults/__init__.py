@@ -1,2 +1,2 @@
 """net's built-in connections and flags (module paths match the spec's registry keys)."""
-from . import flags, handlers  # noqa: F401  (importing registers them)
+from . import flags, handlers, introspection  # noqa: F401  (importing registers them)

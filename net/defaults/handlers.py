@@ -1,4 +1,5 @@
-"""Built-in connections every peer serves: ``null``, ``connections``, ``info``, ``pass_through``.
+"""Built-in connections every peer serves: ``null``, ``connections``, ``info``, ``pass_through``,
+``subscription_handler``.
 
 They are keyed as ``net.defaults.handlers.<name>`` like any untagged connection.
 """
@@ -33,3 +34,10 @@ def info(*args: Any, **kwargs: Any) -> dict[str, Any]:
 def pass_through(*args: Any, **kwargs: Any) -> list[Any]:
     """Return ``[args, kwargs]`` exactly as received (for checking what survives the trip)."""
     return [list(args), kwargs]
+
+
+@builtin_connection
+def subscription_handler(action: str, *args: Any) -> Any:
+    """Event traffic: ``subscribe`` leases (publisher side), ``deliver`` batches (subscriber side)."""
+    from .. import events
+    return events.handle(action, *args)
