@@ -178,3 +178,34 @@ def test_a_stalled_stream_times_out_per_item_and_is_cancelled(spawn):
     assert "finally" in calls.observed(tag, "finally", peer=p.id)
     with pytest.raises(StopIteration):
         next(stream)
+
+
+def test_bad_stream_frames_from_a_caller_cost_nothing(spawn):
+    """Malformed CREDIT is ignored, a window that is not a number falls back to the default,
+    and a caller sending stream items (callee-only frames) loses only its own connection."""
+    import socket
+    from net import wire
+    from net.wire import Kind
+    p = spawn("calls")
+    key = calls.count.key
+    sock = socket.create_connection(p.address, timeout=5)
+    try:
+        sock.sendall(wire.preamble())
+        assert sock.recv(6) == wire.preamble()
+        size = 1 << 20
+        for payload in ("many", -5, 0, None, [1], True):
+            sock.sendall(wire.frame_bytes(Kind.CREDIT, 7, payload, max_message=size))
+        sock.sendall(wire.frame_bytes(Kind.CALL, 9, [key, [3], {}, {"stream": "lots"}], max_message=size))
+        decoder = wire.FrameDecoder(size)
+        frames = []
+        while not frames or frames[-1].kind is not Kind.STREAM_END:
+            decoder.feed(sock.recv(65536))
+            frames.extend(decoder.frames())
+        assert [item for f in frames if f.kind is Kind.STREAM_ITEM for item in f.payload] == [0, 1, 2]
+        sock.sendall(wire.frame_bytes(Kind.STREAM_ITEM, 9, [1], max_message=size))
+        sock.settimeout(5)
+        while sock.recv(65536):
+            pass                    # the peer sends GOODBYE or nothing, then closes
+    finally:
+        sock.close()
+    assert list(calls.count(2, peer=p.id)) == [0, 1]
