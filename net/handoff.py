@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import weakref
 from typing import Any, Callable
+
+log = logging.getLogger("net")
 
 
 class LoopHandoff:
@@ -35,7 +38,10 @@ class LoopHandoff:
         pending = self.pending
         while pending:
             callback, args = pending.popleft()
-            callback(*args)
+            try:
+                callback(*args)
+            except Exception:           # one failing callback must not strand the rest of the batch
+                log.exception("net: callback %r failed on the event loop", callback)
 
 
 _handoffs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandoff]" = weakref.WeakKeyDictionary()

@@ -83,7 +83,10 @@ class StreamReceiver(client.Pending):
         future = self._future
         if future is not None:
             self._future = None
-            self._loop.call_soon_threadsafe(_resolve, future)
+            try:
+                self._loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:        # that loop is closed: nobody awaits this stream any more
+                pass
 
     def wait(self, timeout: float | None) -> bool:
         """Block until a frame is buffered; False on timeout."""
