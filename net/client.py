@@ -156,7 +156,7 @@ class LoopOutbox:
         pending = self.connection.pending
         live = [(request_id, data) for request_id, data in frames if request_id in pending]
         if live:
-            self.connection.send_registered(b"".join(data for _, data in live),
+            self.connection.send_batch(b"".join(data for _, data in live),
                                             [request_id for request_id, _ in live])
 
 
@@ -218,6 +218,17 @@ class OutboundConnection:
         request_id = self.next_id()
         header, body = wire.encode_frame(kind, request_id, [key, args, kwargs, options or {}],
                                          max_message=self.framed.max_message)
+        return self._send_registered(request_id, header, body, pending)
+
+    def send_packed_call(self, body: bytes, pending: Pending) -> int:
+        """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
+        if self.dead is not None:
+            raise self.dead
+        request_id = self.next_id()
+        header, body = wire.packed_frame(Kind.CALL, request_id, body, max_message=self.framed.max_message)
+        return self._send_registered(request_id, header, body, pending)
+
+    def _send_registered(self, request_id: int, header: bytes, body: bytes, pending: Pending) -> int:
         if not self.pending:
             self.last_heard = time.monotonic()      # the silence clock starts when someone waits
         self.pending[request_id] = pending
@@ -232,31 +243,12 @@ class OutboundConnection:
             self._wake.set()            # nobody will lead for it: make sure the background reads
         return request_id
 
-    def send_packed_call(self, body: bytes, pending: Pending) -> int:
-        """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
-        if self.dead is not None:
-            raise self.dead
-        request_id = self.next_id()
-        header, body = wire.packed_frame(Kind.CALL, request_id, body, max_message=self.framed.max_message)
-        if not self.pending:
-            self.last_heard = time.monotonic()
-        self.pending[request_id] = pending
-        try:
-            self.framed.send_encoded(header, body)
-        except NetError as exc:
-            self.pending.pop(request_id, None)
-            self._die(exc)
-            raise
-        self.calls_started += 1
-        self._wake.set()                # nobody waits in a call for it: the background reader reads
-        return request_id
-
     def register_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                       options: dict[str, Any] | None = None) -> tuple[int, bytes]:
         """Like :meth:`send_call` but returns the framed call instead of sending it.
 
         For :class:`LoopOutbox`, which sends the calls made during one turn of an
-        event loop together (:meth:`send_registered`).
+        event loop together (:meth:`send_batch`).
         """
         if self.dead is not None:
             raise self.dead
@@ -269,7 +261,7 @@ class OutboundConnection:
         self.calls_started += 1
         return request_id, header + body
 
-    def send_registered(self, data: bytes, request_ids: list[int]) -> None:
+    def send_batch(self, data: bytes, request_ids: list[int]) -> None:
         """Send calls framed by :meth:`register_call`; if that fails they fail as never sent (Retired)."""
         try:
             self.framed.send_encoded(b"", data)

@@ -56,17 +56,16 @@ def netlab():
     Skipped with the reason when namespaces can't be made (not root, not
     Linux); every lab is torn down after the test, even when it fails.
     """
-    build, labs = _lab_factory()
-    try:
-        yield build
-    finally:
-        for lab in labs:
-            lab.close()
+    yield from _labs()
 
 
 @pytest.fixture(scope="module")
 def netlab_module():
     """Like ``netlab``, but the labs live for the whole test module (cheaper for many tests)."""
+    yield from _labs()
+
+
+def _labs():
     build, labs = _lab_factory()
     try:
         yield build
