@@ -255,6 +255,7 @@ class InboundConnection:
         self.framed: transport.FramedSocket | None = None
         self.active: dict[int, context.RequestState] = {}
         self.streams: dict[int, streams._Runner] = {}     # streamed calls, for their CREDIT frames
+        self.loop_replies: list[bytes] = []     # async handlers' replies of this loop turn (loop thread only)
         self.generation = 0                 # bumped each time a new thread takes over reading
         self.inline_since: float | None = None
         self.last_activity = time.monotonic()
@@ -445,7 +446,7 @@ class InboundConnection:
                 outcome = (Kind.RESULT, await handler(*args, **kwargs))
             except BaseException as exc:
                 outcome = (Kind.ERROR, error_payload(exc))
-            self._finish(state, outcome, reply)
+            self._finish_on_loop(loop, state, outcome, reply)
 
         task = loop.create_task(run())
         # A task cancelled before its first step never runs ``run``: forget the request then too.
@@ -453,6 +454,36 @@ class InboundConnection:
         state.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
         if state.cancelled:         # CANCEL came before the task existed
             task.cancel()
+
+    def _finish_on_loop(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
+                        outcome: tuple[Kind, Any], reply: bool) -> None:
+        """:meth:`_finish` for async handlers: replies made in one loop turn go out in one send."""
+        self.active.pop(state.request_id, None)
+        framed = self.framed
+        if not reply or framed is None or framed.closed:
+            return
+        kind, value = outcome
+        try:
+            header, body = wire.encode_frame(kind, state.request_id, value, max_message=framed.max_message)
+        except (MessageTooLarge, TypeError, ValueError):
+            self._send(kind, state.request_id, value)       # answers why the value cannot travel
+            return
+        if len(body) >= transport.SMALL_BODY:
+            with contextlib.suppress(NetError):
+                framed.send_encoded(header, body)          # big: no copy into a batch
+            return
+        self.loop_replies.append(header + body)
+        if len(self.loop_replies) == 1:
+            loop.call_soon(self._flush_loop_replies)
+
+    def _flush_loop_replies(self) -> None:
+        replies, self.loop_replies = self.loop_replies, []
+        framed = self.framed
+        if replies and framed is not None and not framed.closed:
+            try:
+                framed.send_encoded(b"", b"".join(replies))
+            except NetError as exc:
+                log.debug("net: replies to %s lost: %s", self.where, exc)
 
     def _finish(self, state: context.RequestState, outcome: tuple[Kind, Any], reply: bool) -> None:
         self.active.pop(state.request_id, None)
