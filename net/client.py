@@ -157,7 +157,7 @@ class LoopOutbox:
         live = [(request_id, data) for request_id, data in frames if request_id in pending]
         if live:
             self.connection.send_batch(b"".join(data for _, data in live),
-                                            [request_id for request_id, _ in live])
+                                       [request_id for request_id, _ in live])
 
 
 _outboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[OutboundConnection, LoopOutbox]]" = \
@@ -405,7 +405,6 @@ class OutboundConnection:
     def _die(self, error: NetError) -> None:
         if self.dead is None:
             self.dead = error
-        error = self.dead       # the first cause wins: closing the socket wakes the reader with "closed"
         self.pool.discard(self)
         self.framed.close()
         error = self.dead or error      # the first cause, also when a reader races to report the close
