@@ -117,6 +117,7 @@ def test_long_call_survives_on_heartbeats(spawn, monkeypatch):
 
 
 def test_frozen_callee_is_detected_during_a_call_without_deadline(spawn, monkeypatch):
+    """SIGSTOP the callee while a Future, an acall, a stream and an async stream wait on it."""
     monkeypatch.setattr(net, "HEARTBEAT", 1.0)
     p = spawn("calls")
     tag = token("frozen")
@@ -124,12 +125,24 @@ def test_frozen_callee_is_detected_during_a_call_without_deadline(spawn, monkeyp
     assert "started" in calls.observed(tag, "started", peer=p.id)
     stream = calls.guarded(token("frozen-stream"), peer=p.id)
     assert next(stream) == 0
-    p.signal(signal.SIGSTOP)
-    try:
+
+    async def frozen():
+        waiting = asyncio.ensure_future(calls.asleep.acall(60, peer=p.id))
+        astream = calls.aguarded.acall(token("frozen-astream"), peer=p.id)
+        assert await astream.__anext__() == 0
+        p.signal(signal.SIGSTOP)
         started = time.monotonic()
         with pytest.raises(net.PeerUnreachable, match="stopped answering"):
+            async for _ in astream:
+                pass
+        with pytest.raises(net.PeerUnreachable, match="stopped answering"):
+            await waiting
+        return time.monotonic() - started
+
+    try:
+        detected = asyncio.run(frozen())
+        with pytest.raises(net.PeerUnreachable, match="stopped answering"):
             future.result(timeout=30)
-        detected = time.monotonic() - started
         with pytest.raises(net.PeerUnreachable):
             for _ in stream:
                 pass
