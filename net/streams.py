@@ -365,7 +365,13 @@ class AsyncRemoteStream(_StreamBase):
                 self._receiver = None
                 await self._open()
                 continue
-            if not self._open_frame():
+            head = receiver.frames[0]
+            if isinstance(head, wire.Frame) and isinstance(head.payload, wire.Flag):
+                # A flag (e.g. INVALID_CONNECTION) runs a handler that may call peers: off the loop.
+                opened = await asyncio.get_running_loop().run_in_executor(None, self._open_frame)
+            else:
+                opened = self._open_frame()
+            if not opened:
                 raise StopAsyncIteration
 
     async def aclose(self) -> None:

@@ -157,6 +157,20 @@ def test_stream_and_plain_call_mismatches_are_clear_errors(spawn):
         count_stub(3, peer=p.id)
     assert list(count_stub.stream(3, peer=p.id)) == [0, 1, 2]
 
+    @net.connect("NobodyStreamsThis")
+    def missing():
+        yield None
+
+    with pytest.raises(net.InvalidConnection, match="NobodyStreamsThis"):
+        list(missing(peer=p.id))
+
+    async def missing_async():
+        async for _ in missing.acall(peer=p.id):
+            pass
+
+    with pytest.raises(net.InvalidConnection, match="calls.count"):
+        asyncio.run(missing_async())
+
 
 def test_bytes_chunks_stream(spawn):
     p = spawn("calls")
