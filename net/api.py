@@ -90,7 +90,7 @@ class Connection:
         if self.streaming:
             raise TypeError(f"{self.name} is a generator: iterate it with for x in f(peer=P) "
                             f"or async for x in f.acall(peer=P); it has no single result for a Future")
-        host, port = resolve(peer)
+        host, port = resolve_cached(peer)
         return client.submit(host, port, self.key, list(args), kwargs, target=peer)
 
     def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Any:
@@ -101,17 +101,17 @@ class Connection:
         """
         if self.streaming:
             return self.astream(*args, peer=peer, **kwargs)
-        host, port = resolve(peer)
+        host, port = resolve_cached(peer)
         return client.acall(host, port, self.key, list(args), kwargs, target=peer)
 
     def stream(self, *args: Any, peer: Any, **kwargs: Any) -> streams.RemoteStream:
         """Iterate the remote generator's items (also for a local stub that is not a generator)."""
-        host, port = resolve(peer)
+        host, port = resolve_cached(peer)
         return streams.RemoteStream(host, port, self.key, list(args), kwargs, target=peer)
 
     def astream(self, *args: Any, peer: Any, **kwargs: Any) -> streams.AsyncRemoteStream:
         """``async for`` over the remote generator's items, from a running event loop."""
-        host, port = resolve(peer)
+        host, port = resolve_cached(peer)
         return streams.AsyncRemoteStream(host, port, self.key, list(args), kwargs, target=peer)
 
     def __repr__(self) -> str:
