@@ -108,7 +108,7 @@ def main() -> None:
         ("16 MiB bytes echo (s)", "big_echo_s", False, "<= 3x time"),
         ("first call to a new peer (s)", "first_call_s", False, "<= 2x time"),
         (f"acall, {IN_FLIGHT} in flight, 1 loop/s", "acall_per_s", True, ">= 0.6x raw 8 threads"),
-        (f"  same, async handler /s", "acall_async_per_s", True, "(vs raw 8 threads)"),
+        ("  same, async handler /s", "acall_async_per_s", True, "(vs raw 8 threads)"),
         ("streamed small items/s", "stream_items_per_s", True, ">= 100,000/s (vs raw seq calls)"),
         ("streamed bytes B/s", "stream_bytes_per_s", True, ">= 0.5x raw 16 MiB echo rate"),
     ]
