@@ -41,6 +41,7 @@ log = logging.getLogger("net")
 BATCH_ITEMS = 128           # items coalesced into one STREAM_ITEM frame at most
 BATCH_BYTES = 64 * 1024     # ... or this many packed bytes
 FLUSH_DELAY = 0.001         # seconds a produced item may wait for company before it is sent
+WINDOW_BYTES = 16 * 1024 * 1024     # packed bytes a producer may have sent ahead of the consumer
 
 
 def is_streaming(function: Callable[..., Any]) -> bool:
@@ -189,8 +190,9 @@ class _StreamBase:
         item = self._items[self._index]
         self._index += 1
         self._consumed += 1
-        if self._consumed >= self._window // 4 or self._consumed >= self._window:
-            self._grant()
+        if self._consumed >= self._window // 4 or (
+                self._index == len(self._items) and not self._receiver.frames):
+            self._grant()       # a quarter of the window used, or caught up with all that came
         return item
 
     def _grant(self) -> None:
@@ -440,6 +442,8 @@ class _Runner:
         self.handler = handler
         self.call = (args, kwargs)
         self.credit = window
+        self.unacked: collections.deque[int] = collections.deque()   # sizes of items sent, not yet credited
+        self.unacked_bytes = 0
         self.batch: list[bytes] = []
         self.batch_bytes = 0
         self.last_flush = time.monotonic()
@@ -484,6 +488,22 @@ class _Runner:
         if kind is not None and not self.state.cancelled:
             self.connection._send(kind, request_id, value)
 
+    def _sent(self, size: int) -> None:
+        self.credit -= 1
+        self.unacked.append(size)
+        self.unacked_bytes += size
+
+    def _acknowledged(self, amount: int) -> None:
+        self.credit += amount
+        unacked = self.unacked
+        for _ in range(min(amount, len(unacked))):
+            self.unacked_bytes -= unacked.popleft()
+
+    @property
+    def blocked(self) -> bool:
+        """Out of credit: ``window`` items, or WINDOW_BYTES of them, are ahead of the consumer."""
+        return self.credit <= 0 or self.unacked_bytes >= WINDOW_BYTES
+
     def _failed(self, exc: BaseException) -> None:
         from .server import error_payload
         self._end(Kind.ERROR, error_payload(exc))
@@ -520,7 +540,7 @@ class SyncStreamRunner(_Runner):
 
     def add_credit(self, amount: int) -> None:
         with self.lock:
-            self.credit += amount
+            self._acknowledged(amount)
             resume = not self.running and not self.finished
             if resume:
                 self.running = True
@@ -568,7 +588,7 @@ class SyncStreamRunner(_Runner):
             with lock:
                 if state.cancelled:
                     break
-                if self.credit <= 0:
+                if self.blocked:
                     self._flush()           # what is produced goes out before we park
                     self.running = False
                     return
@@ -587,7 +607,7 @@ class SyncStreamRunner(_Runner):
                 self._failed(exc)
                 return
             with lock:
-                self.credit -= 1
+                self._sent(len(packed))
                 self.batch.append(packed)
                 self.batch_bytes += len(packed)
                 if (len(self.batch) >= BATCH_ITEMS or self.batch_bytes >= BATCH_BYTES
@@ -657,7 +677,7 @@ class AsyncStreamRunner(_Runner):
         self.loop.call_soon_threadsafe(self._add_credit, amount)
 
     def _add_credit(self, amount: int) -> None:
-        self.credit += amount
+        self._acknowledged(amount)
         wakeup = self.wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
@@ -686,14 +706,15 @@ class AsyncStreamRunner(_Runner):
             else:
                 raise _not_iterable(self.handler, source)
             async for item in iterator:
-                self.batch.append(self._pack(item))
-                self.credit -= 1
-                if len(self.batch) >= BATCH_ITEMS or self.credit <= 0:
+                packed = self._pack(item)
+                self.batch.append(packed)
+                self._sent(len(packed))
+                if len(self.batch) >= BATCH_ITEMS or self.blocked:
                     self._flush()
                 elif not self.flush_scheduled:
                     self.flush_scheduled = True
                     self.loop.call_soon(self._scheduled_flush)
-                while self.credit <= 0:
+                while self.blocked:
                     self.wakeup = self.loop.create_future()
                     await self.wakeup
                     self.wakeup = None

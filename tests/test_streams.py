@@ -106,6 +106,24 @@ def test_producer_never_runs_more_than_the_window_ahead(spawn, monkeypatch):
     assert "finally" in calls.observed(tag, "finally", peer=p.id)
 
 
+def test_big_items_are_bounded_by_bytes_too(spawn):
+    """512 items of 1 MiB would be 512 MiB ahead: the producer stops at 16 MiB (streams.WINDOW_BYTES)."""
+    from net import streams
+    p = spawn("calls")
+    tag = token("big")
+    size = 1024 * 1024
+    stream = calls.big_guarded(tag, size, 60, peer=p.id)
+    assert next(stream) == b"\x00" * size
+    limit = streams.WINDOW_BYTES // size + 1
+    deadline = time.monotonic() + 10
+    while calls.produced(tag, peer=p.id) < limit - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)         # give an unbounded producer the chance to run on
+    assert limit - 1 <= calls.produced(tag, peer=p.id) <= limit
+    rest = list(stream)                                  # credit flows back: no stall
+    assert len(rest) == 59 and rest[-1][:1] == bytes([59])
+
+
 def test_items_arrive_as_they_are_produced(spawn):
     p = spawn("calls")
     tag = token("slow")

@@ -155,3 +155,14 @@ def fails_after(n):
 @net.connect()
 def not_a_generator():
     return 42
+
+
+@net.connect()
+def big_guarded(token, size, n):
+    """``n`` items of ``size`` bytes, each recorded as produced."""
+    try:
+        for i in range(n):
+            _record(token, "item")
+            yield bytes([i % 256]) * size
+    finally:
+        _record(token, "finally")
