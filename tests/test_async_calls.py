@@ -111,14 +111,14 @@ def test_timeouts_cancel_remotely_in_every_calling_form(spawn):
 
 def test_long_call_survives_on_heartbeats(spawn, monkeypatch):
     """A call lasting many heartbeat periods, with no deadline, is not cut off."""
-    monkeypatch.setattr(net, "HEARTBEAT", 0.8)
+    monkeypatch.setattr(net, "HEARTBEAT", 1.5)      # not less: a loaded machine stalls for 0.5 s at times
     p = spawn("calls")
-    assert calls.sleep(3, peer=p.id) == 3
+    assert calls.sleep(4, peer=p.id) == 4
 
 
 def test_frozen_callee_is_detected_during_a_call_without_deadline(spawn, monkeypatch):
     """SIGSTOP the callee while a Future, an acall, a stream and an async stream wait on it."""
-    monkeypatch.setattr(net, "HEARTBEAT", 1.0)
+    monkeypatch.setattr(net, "HEARTBEAT", 1.5)
     p = spawn("calls")
     tag = token("frozen")
     future = calls.sync_wait_for_cancel.submit(tag, peer=p.id)
@@ -148,7 +148,7 @@ def test_frozen_callee_is_detected_during_a_call_without_deadline(spawn, monkeyp
                 pass
     finally:
         p.signal(signal.SIGCONT)
-    assert detected < 10, f"a frozen peer took {detected:.1f}s to detect with NET_HEARTBEAT=1"
+    assert detected < 10, f"a frozen peer took {detected:.1f}s to detect with NET_HEARTBEAT=1.5"
 
 
 @pytest.mark.slow

@@ -98,7 +98,7 @@ def test_producer_never_runs_more_than_the_window_ahead(spawn, monkeypatch):
     while calls.produced(tag, peer=p.id) < 16 and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)         # give an unbounded producer the chance to run on
-    assert calls.produced(tag, peer=p.id) == 16
+    assert 16 <= calls.produced(tag, peer=p.id) <= 1 + 16      # consumed + window
     for expected in range(1, 40):                       # consuming hands credit back
         assert next(stream) == expected
     assert 40 <= calls.produced(tag, peer=p.id) <= 40 + 16
