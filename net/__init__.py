@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging as _logging
 
 from . import config as _config
-from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, InvalidConnection, MessageTooLarge, NetError,
+from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, FrameTooLarge, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
                      UnknownPeer, UserCodeError, VersionMismatch)
 from .api import cancelled, connect, flag, timeout
@@ -41,7 +41,7 @@ __all__ = [
     # defaults
     "info", "pass_through", "null", "connections", "subscription_handler",
     # errors
-    "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "MessageTooLarge", "PortsExhausted",
+    "NetError", "ConfigError", "ProtocolError", "VersionMismatch", "FrameTooLarge", "MessageTooLarge", "PortsExhausted",
     "AuthError", "PeerUnreachable", "Timeout", "Cancelled", "RemoteError", "InvalidConnection",
     "UnknownPeer", "UserCodeError", "DiscoveryDisabled",
     # settings

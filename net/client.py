@@ -22,7 +22,8 @@ from typing import Any, Callable
 from . import config, handoff, identity, registry, transport, wire
 from .context import call_timeout
 from .deadlines import DEADLINES
-from .errors import Cancelled, NetError, PeerUnreachable, ProtocolError, RemoteError, Timeout
+from .errors import (Cancelled, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable,
+                     ProtocolError, RemoteError, Timeout)
 from .wire import Kind
 
 log = logging.getLogger("net")
@@ -192,8 +193,9 @@ class OutboundConnection:
         self.host = host
         self.port = port
         self.where = f"{host}:{port}"
-        sock = transport.connect(host, port, dial_timeout())
-        self.framed = transport.FramedSocket(sock, self.where, config.get("MAX_MESSAGE"))
+        self.dial_timeout = dial_timeout()
+        self.framed = transport.dial(host, port, self.dial_timeout, config.get("MAX_MESSAGE"))
+        self.opened = time.monotonic()
         self.pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
         self.last_heard = time.monotonic()
@@ -235,7 +237,10 @@ class OutboundConnection:
         try:
             self.framed.send_encoded(header, body)
         except NetError as exc:
-            self.pending.pop(request_id, None)
+            if self.pending.pop(request_id, None) is None:
+                # Already answered or failed by a reader while we were still sending (e.g. the
+                # peer refused the call's size and closed): the waiter holds the real outcome.
+                return request_id
             self._die(exc)
             raise
         self.calls_started += 1
@@ -359,8 +364,16 @@ class OutboundConnection:
                 self.last_heard = time.monotonic()
                 for frame in frames:
                     self._route(frame)
+        except FrameTooLarge as exc:
+            waiter = self.pending.pop(exc.request_id, None) if exc.request_id else None
+            log.warning("net: dropping connection to %s: %s", self.where, exc)
+            self._die(PeerUnreachable(f"{self.where} sent a frame over NET_MAX_MESSAGE", peer=self.where))
+            if waiter is not None:      # after _die, so the woken caller's next call dials afresh
+                waiter.fail(MessageTooLarge(
+                    f"the reply from {self.where} is {exc.length:,} bytes, over this process's limit of "
+                    f"{exc.limit:,} bytes (NET_MAX_MESSAGE)"))
         except NetError as exc:
-            if isinstance(exc, ProtocolError):
+            if isinstance(exc, ProtocolError) and self.framed.decoder.expect_preamble is None:
                 log.warning("net: dropping connection to %s: %s", self.where, exc)
                 exc = PeerUnreachable(f"{self.where} broke the protocol: {exc}", peer=self.where)
             self._die(exc)
@@ -380,8 +393,19 @@ class OutboundConnection:
         elif kind is Kind.PONG:
             return
         elif kind is Kind.GOODBYE:
-            reason = frame.payload.get("reason") if isinstance(frame.payload, dict) else None
-            raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
+            payload = frame.payload if isinstance(frame.payload, dict) else {}
+            reason, last = payload.get("reason"), payload.get("last_request")
+            if isinstance(last, int) and not isinstance(last, bool):
+                # Calls after the last one the peer read never ran: safe to resend.
+                for request_id in [r for r in list(self.pending) if r > last]:
+                    unread = self.pending.pop(request_id, None)
+                    if unread is not None:
+                        unread.fail(Retired(f"{self.where} closed the connection ({reason}) before "
+                                            f"reading this call", peer=self.where))
+            elif reason == "idle":      # an older peer: it retires only with nothing in flight
+                raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
+            # What is still pending was read by the peer and may have run: never resent.
+            raise PeerUnreachable(f"{self.where} closed the connection ({reason})", peer=self.where)
         else:
             raise ProtocolError(f"{self.where} sent an unexpected {kind.name} frame")
         if waiter is not None:
@@ -486,6 +510,12 @@ class Pool:
             for connection in connections:
                 if not connection.pending:
                     continue
+                if connection.framed.decoder.expect_preamble is not None \
+                        and now - connection.opened > connection.dial_timeout:
+                    connection._die(Timeout(
+                        f"{connection.where} accepted the connection but did not greet within "
+                        f"{connection.dial_timeout:g}s: not a net peer?", peer=connection.where))
+                    continue
                 silent = now - connection.last_heard
                 if silent > limit - interval:
                     connection._die(PeerUnreachable(
@@ -511,6 +541,8 @@ def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
         return value
     if frame.kind is Kind.ERROR:
         error = frame.payload if isinstance(frame.payload, dict) else {}
+        if error.get("type") == "net.MessageTooLarge":      # refused by the receiver's limit
+            raise MessageTooLarge(str(error.get("message", "message too large")))
         raise RemoteError(str(error.get("type", "Error")), str(error.get("message", "")),
                           str(error.get("traceback", "")), peer=where, connection=registry.name_of(key))
     raise ProtocolError(f"{where} answered a call with a {frame.kind.name} frame")

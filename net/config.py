@@ -70,6 +70,21 @@ def _text_or_none(text: str) -> str | None:
     return text if text != "" else None
 
 
+def _secret(text: str) -> str | None:
+    if text == "":
+        return None
+    from .auth import MIN_SECRET
+    if len(text) < MIN_SECRET:
+        raise ValueError(f"a shared key needs at least {MIN_SECRET} characters (try: python -c "
+                         f"'import secrets; print(secrets.token_urlsafe(32))')")
+    return text
+
+
+def _path_or_none(text: str) -> str | None:
+    text = text.strip()
+    return os.path.expanduser(text) if text else None
+
+
 DISCOVERY_MODES = ("off", "query", "answer", "announce")
 
 
@@ -93,6 +108,7 @@ class Setting:
     parse: Callable[[str], Any]
     default: Any
     doc: str
+    secret: bool = False            # never shown by dump()
 
     @property
     def env(self) -> str:
@@ -162,7 +178,25 @@ SETTINGS: tuple[Setting, ...] = (
             "subscription that was not renewed for 3 leases"),
     Setting("EVENT_QUEUE", _positive_int, 10_000,
             "events a publisher queues per subscriber; when full, that subscriber's oldest are dropped"),
+    Setting("SECRET", _secret, None,
+            "shared key: every connection must prove both sides know it (HMAC challenge-response)",
+            secret=True),
+    Setting("TLS_CERT", _path_or_none, None, "this peer's certificate (PEM) for mutual TLS"),
+    Setting("TLS_KEY", _path_or_none, None, "this peer's private key (PEM) for mutual TLS"),
+    Setting("TLS_CA", _path_or_none, None, "the team CA (PEM) both sides verify each other against"),
 )
+
+TLS_SETTINGS = ("TLS_CERT", "TLS_KEY", "TLS_CA")
+
+
+def check_tls(values: Mapping[str, Any]) -> bool:
+    """True when mutual TLS is configured; ConfigError when only part of it is."""
+    given = [name for name in TLS_SETTINGS if values.get(name)]
+    if given and len(given) != len(TLS_SETTINGS):
+        missing = [f"NET_{name}" for name in TLS_SETTINGS if name not in given]
+        raise ConfigError(f"mutual TLS needs NET_TLS_CERT, NET_TLS_KEY and NET_TLS_CA together; "
+                          f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set")
+    return bool(given)
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -179,7 +213,9 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{setting.env}={raw!r} is not valid: {exc}") from None
+            shown = "(hidden)" if setting.secret else repr(raw)
+            raise ConfigError(f"{setting.env}={shown} is not valid: {exc}") from None
+    check_tls(values)
     if values["HOST"] is None:
         values["HOST"] = detect_lan_address()
     return values
@@ -198,4 +234,5 @@ def get(name: str) -> Any:
 
 def dump() -> dict[str, Any]:
     """Every setting's current value, keyed by its environment variable."""
-    return {setting.env: get(setting.name) for setting in SETTINGS}
+    return {setting.env: ("(set)" if setting.secret and get(setting.name) else get(setting.name))
+            for setting in SETTINGS}

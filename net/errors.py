@@ -3,7 +3,8 @@
     NetError                      anything net raises on purpose
     ├── ConfigError               a NET_* variable has a bad value (raised at import)
     ├── ProtocolError             bytes on the wire broke the protocol (the *sender's* fault)
-    │   └── VersionMismatch       the other side speaks another protocol version
+    │   ├── VersionMismatch       the other side speaks another protocol version
+    │   └── FrameTooLarge         a received frame announces more than NET_MAX_MESSAGE bytes
     ├── MessageTooLarge           a message exceeds NET_MAX_MESSAGE (refused before sending)
     ├── PortsExhausted            no free port in NET_PORT_START..NET_PORT_START+NET_PORT_RANGE
     ├── AuthError                 the other side failed (or refused) authentication
@@ -39,6 +40,21 @@ class ProtocolError(NetError):
 
 class VersionMismatch(ProtocolError):
     """The other side speaks a different protocol version."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A received frame announces more bytes than this side's ``NET_MAX_MESSAGE``.
+
+    Raised by the decoder before any of the payload is buffered; ``kind`` and
+    ``request_id`` let the receiver tell the sender which message it refused.
+    """
+
+    def __init__(self, message: str, kind: int = 0, request_id: int = 0, length: int = 0, limit: int = 0):
+        super().__init__(message)
+        self.kind = kind
+        self.request_id = request_id
+        self.length = length
+        self.limit = limit
 
 
 class MessageTooLarge(NetError, ValueError):

@@ -22,7 +22,7 @@ import traceback
 from typing import Any, Callable
 
 from . import config, context, handoff, registry, streams, transport, wire
-from .errors import MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
+from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
 from .wire import Kind
 
 log = logging.getLogger("net")
@@ -245,6 +245,29 @@ class Watchdog:
         self._wake.set()
 
 
+class _RefusalLog:
+    """Refused connections are logged as warnings at most once a second (a stranger retrying in a
+    loop must not flood the log); the ones in between are counted in the next warning."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._quiet = 0
+
+    def report(self, exc: NetError) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < 1.0:
+                self._quiet += 1
+                log.debug("net: %s", exc)
+                return
+            self._last, quiet, self._quiet = now, self._quiet, 0
+        log.warning("net: %s%s", exc, f" ({quiet} more refused in the last second)" if quiet else "")
+
+
+_refusals = _RefusalLog()
+
+
 class InboundConnection:
     """One accepted socket: reads frames, dispatches calls, writes replies."""
 
@@ -260,12 +283,18 @@ class InboundConnection:
         self.inline_since: float | None = None
         self.last_activity = time.monotonic()
         self.retired = False
+        self.last_request = 0               # highest call id read: GOODBYE tells the caller what never ran
         self._lock = threading.Lock()
 
     def serve(self) -> None:
         """First reader of the connection: greet, then read."""
         try:
-            transport.accept_preamble(self.sock, self.server.handshake_timeout, self.where)
+            self.sock = transport.accept(self.sock, self.server.handshake_timeout, self.where)
+        except AuthError as exc:
+            _refusals.report(exc)
+            self.close()
+            self.server.forget(self)
+            return
         except NetError as exc:
             log.info("net: dropping %s before the greeting finished: %s", self.where, exc)
             self.close()
@@ -298,9 +327,10 @@ class InboundConnection:
             if self.active or self.framed is None or now - self.last_activity < idle_timeout:
                 return False
             self.retired = True
+            last_request = self.last_request
         log.debug("net: closing %s after %gs idle", self.where, idle_timeout)
         with contextlib.suppress(NetError):
-            self.framed.send(Kind.GOODBYE, 0, {"reason": "idle"})
+            self.framed.send(Kind.GOODBYE, 0, {"reason": "idle", "last_request": last_request})
         self.close()
         return True
 
@@ -321,10 +351,14 @@ class InboundConnection:
         while True:
             try:
                 frame = framed.receive()
+            except FrameTooLarge as exc:
+                self._refuse_oversized(framed, exc)
+                return False
             except ProtocolError as exc:
                 log.warning("net: dropping connection from %s: %s", self.where, exc)
                 with contextlib.suppress(NetError):
-                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}"})
+                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}",
+                                                  "last_request": self.last_request})
                 return False
             except PeerUnreachable:
                 return False
@@ -334,10 +368,29 @@ class InboundConnection:
                 if self.retired:            # closed as idle: this frame is never run (caller resends)
                     return False
                 self.last_activity = time.monotonic()
+                if frame.request_id > self.last_request and (frame.kind is Kind.CALL or frame.kind is Kind.NOTIFY):
+                    self.last_request = frame.request_id
             if not self._handle(frame, generation):
                 return False
             if self.generation != generation:
                 return True
+
+    def _refuse_oversized(self, framed: transport.FramedSocket, exc: FrameTooLarge) -> None:
+        """Tell the caller which call was over NET_MAX_MESSAGE (a typed error), then close:
+        the rest of that frame is never read, so the stream cannot be resynchronised."""
+        log.warning("net: dropping connection from %s: %s (NET_MAX_MESSAGE)", self.where, exc)
+        if exc.kind in (Kind.CALL, Kind.NOTIFY) and exc.request_id:
+            with self._lock:
+                self.last_request = max(self.last_request, exc.request_id)
+            if exc.kind == Kind.CALL:
+                with contextlib.suppress(NetError):
+                    framed.send(Kind.ERROR, exc.request_id, {
+                        "type": "net.MessageTooLarge", "traceback": "",
+                        "message": f"{self.server.peer.host}:{self.server.port} accepts messages of at "
+                                   f"most {exc.limit:,} bytes (its NET_MAX_MESSAGE); this call was "
+                                   f"{exc.length:,} bytes"})
+        with contextlib.suppress(NetError):
+            framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}", "last_request": self.last_request})
 
     def _handle(self, frame: wire.Frame, generation: int) -> bool:
         kind = frame.kind

@@ -4,8 +4,14 @@ A connection starts with a 6-byte preamble from each side, then frames::
 
     preamble  0      3        4          6
               +------+--------+----------+
-              | NET  | version| reserved |      b"NET" + u8 version + u16 (0)
+              | NET  | version|  modes   |      b"NET" + u8 version + u16 security modes
               +------+--------+----------+
+
+``modes`` says which protections the sender *requires* (bit 0: shared key,
+bit 1: TLS). Nothing is negotiated: each side refuses a peer whose modes
+differ from its own, so tampering with the bits can only cause a refusal,
+never a downgrade. After the preambles, a TLS connection starts TLS, then a
+secured connection finishes with AUTH frames (see :mod:`net.auth`).
 
     frame     0             4      5               9                     9+length
               +-------------+------+---------------+---------------------+
@@ -33,7 +39,7 @@ from typing import Any, Iterator, NamedTuple
 
 import msgpack
 
-from .errors import MessageTooLarge, ProtocolError, VersionMismatch
+from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, ProtocolError, VersionMismatch
 from .identity import encode_text
 
 VERSION = 1
@@ -155,19 +161,33 @@ def packed_frame(kind: Kind, request_id: int, body: bytes, *, max_message: int) 
     return [HEADER.pack(len(body), kind, request_id), body]
 
 
-def preamble() -> bytes:
-    return PREAMBLE.pack(MAGIC, VERSION, 0)
+MODE_KEY = 0x0001       # preamble modes: this side requires the shared-key handshake
+MODE_TLS = 0x0002       # ... this side requires mutual TLS
 
 
-def check_preamble(data: bytes) -> None:
-    """Validate the other side's 6-byte preamble."""
+def describe_modes(modes: int) -> str:
+    """Human words for a preamble's modes, for error messages."""
+    parts = [name for bit, name in ((MODE_TLS, "mutual TLS"), (MODE_KEY, "a shared key")) if modes & bit]
+    unknown = modes & ~(MODE_KEY | MODE_TLS)
+    if unknown:
+        parts.append(f"unknown modes 0x{unknown:04x}")
+    return " + ".join(parts) if parts else "no security (plain)"
+
+
+def preamble(modes: int = 0) -> bytes:
+    return PREAMBLE.pack(MAGIC, VERSION, modes)
+
+
+def check_preamble(data: bytes) -> int:
+    """Validate the other side's 6-byte preamble; return the security modes it requires."""
     if len(data) != PREAMBLE_SIZE:
         raise ProtocolError(f"short preamble: {len(data)} of {PREAMBLE_SIZE} bytes")
-    magic, version, _reserved = PREAMBLE.unpack(data)
+    magic, version, modes = PREAMBLE.unpack(data)
     if magic != MAGIC:
         raise ProtocolError(f"not a net peer (preamble starts with {magic!r})")
     if version != VERSION:
         raise VersionMismatch(f"other side speaks net protocol version {version}, this side {VERSION}")
+    return modes
 
 
 def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
@@ -204,11 +224,34 @@ class FrameDecoder:
     the connection must be dropped.
     """
 
-    def __init__(self, max_message: int):
+    def __init__(self, max_message: int, expect_preamble: int | None = None, where: str = "the other side"):
         self.max_message = max_message
         self._buffer = bytearray()
         self._need: tuple[int, int, int] | None = None     # (length, kind, request id) of the pending frame
-        self._broken: ProtocolError | None = None
+        self._broken: NetError | None = None
+        # A caller that sent its preamble without waiting for the answer (plain mode) expects
+        # the other side's preamble, with these modes, before the first frame.
+        self.expect_preamble = expect_preamble
+        self.where = where
+
+    def _take_preamble(self) -> bool:
+        """Consume and check the awaited preamble; False while it is incomplete."""
+        buffer = self._buffer
+        if len(buffer) < PREAMBLE_SIZE:
+            return False
+        try:
+            theirs = check_preamble(bytes(buffer[:PREAMBLE_SIZE]))
+            if theirs != self.expect_preamble:
+                raise AuthError(f"{self.where} uses {describe_modes(theirs)} but this process uses "
+                                f"{describe_modes(self.expect_preamble or 0)}: set the same "
+                                f"NET_SECRET / NET_TLS_* on both sides")
+        except NetError as exc:
+            self._broken = exc
+            buffer.clear()
+            raise
+        del buffer[:PREAMBLE_SIZE]
+        self.expect_preamble = None
+        return True
 
     @property
     def buffered(self) -> int:
@@ -236,13 +279,19 @@ class FrameDecoder:
     def next_frame(self) -> Frame | None:
         if self._broken is not None:
             raise self._broken
+        if self.expect_preamble is not None and not self._take_preamble():
+            return None
         buffer = self._buffer
         if self._need is None:
             if len(buffer) < HEADER_SIZE:
                 return None
             length, kind, request_id = HEADER.unpack_from(buffer)
             if length > self.max_message:
-                self._fail(f"frame announces {length:,} bytes, over the limit of {self.max_message:,}")
+                self._broken = FrameTooLarge(
+                    f"frame announces {length:,} bytes, over the limit of {self.max_message:,}",
+                    kind=kind, request_id=request_id, length=length, limit=self.max_message)
+                self._buffer.clear()
+                raise self._broken
             if kind not in _KIND_BY_VALUE:
                 self._fail(f"unknown frame kind {kind}")
             self._need = (length, kind, request_id)

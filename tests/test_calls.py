@@ -209,3 +209,62 @@ def test_submit_and_acall(spawn):
         return await asyncio.gather(*(basic.add.acall(i, 1, peer=p.id) for i in range(200)))
 
     assert asyncio.run(many()) == [i + 1 for i in range(200)]
+
+
+class FakeService:
+    """A real listening socket that answers a greeting with ``reply`` (or nothing) and keeps quiet."""
+
+    def __init__(self, reply: bytes | None):
+        import socket as _socket
+        self.listener = _socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.reply = reply
+        self.accepted = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.accepted.append(conn)
+        if self.reply is not None:
+            conn.sendall(self.reply)
+
+    def close(self):
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_first_call_to_a_silent_non_net_service_times_out_on_the_greeting(monkeypatch):
+    monkeypatch.setattr(net, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(net, "HEARTBEAT", 2.0)
+    service = FakeService(reply=None)
+    try:
+        started = time.monotonic()
+        with pytest.raises(net.Timeout, match="did not greet"):
+            basic.add(1, 2, peer=service.address)
+        assert time.monotonic() - started < 5
+    finally:
+        service.close()
+
+
+def test_first_call_to_a_peer_of_another_protocol_version_says_so():
+    from net import wire
+    service = FakeService(reply=wire.PREAMBLE.pack(b"NET", 99, 0))
+    try:
+        with pytest.raises(net.VersionMismatch, match="version 99"):
+            basic.add(1, 2, peer=service.address)
+    finally:
+        service.close()
+
+
+def test_first_call_to_something_that_is_not_a_net_peer():
+    service = FakeService(reply=b"SSH-2.0-OpenSSH_9.2\r\n")
+    try:
+        with pytest.raises(net.ProtocolError, match="not a net peer"):
+            basic.add(1, 2, peer=service.address)
+    finally:
+        service.close()

@@ -149,3 +149,61 @@ def test_peer_never_steals_a_port_and_names_the_range_when_full():
     finally:
         for s in holders:
             s.close()
+
+
+def random_streams(seed, count):
+    """Reproducible hostile byte streams: raw noise, and noise behind a valid greeting/header."""
+    import random
+    rng = random.Random(seed)
+    keys = [basic.add.key, basic.echo.key, b"", b"\xff" * 40]
+    for _ in range(count):
+        shape = rng.randrange(5)
+        noise = rng.randbytes(rng.randrange(1, 400))
+        if shape == 0:
+            yield noise                                            # not even a preamble
+        elif shape == 1:
+            yield wire.preamble() + noise                          # noise after the greeting
+        elif shape == 2:                                           # a header of any kind, noise body
+            kind = rng.choice(list(Kind))
+            yield wire.preamble() + struct.pack("!IBI", len(noise), kind, rng.randrange(1 << 32)) + noise
+        elif shape == 3:                                           # well-formed frames of odd content
+            frames = []
+            for _ in range(rng.randrange(1, 6)):
+                kind = rng.choice([Kind.CALL, Kind.NOTIFY, Kind.CANCEL, Kind.PING, Kind.CREDIT, Kind.HELLO,
+                                   Kind.AUTH, Kind.GOODBYE])
+                payload = rng.choice([None, 7, "x", [rng.choice(keys), [1, 2], {}, {}], [rng.choice(keys)],
+                                      {"a": noise[:10]}, [b"k", "not args", 3, None]])
+                frames.append(wire.frame_bytes(kind, rng.randrange(1 << 32), payload, max_message=1 << 20))
+            yield wire.preamble() + b"".join(frames)
+        else:                                                      # a valid stream, then one byte flipped
+            data = bytearray(wire.preamble() + wire.frame_bytes(Kind.CALL, 9, [basic.add.key, [1, 2], {}, {}],
+                                                                max_message=1 << 20))
+            data[rng.randrange(len(data))] ^= rng.randrange(1, 256)
+            yield bytes(data)
+
+
+@pytest.mark.parametrize("mode", ["plain", "keyed"])
+def test_random_and_malformed_frames_never_stop_a_live_peer(spawn, mode, monkeypatch):
+    extra = {"NET_SECRET": "correct horse battery staple 42"} if mode == "keyed" else {}
+    p = spawn("basic", env=peer_env(NET_HANDSHAKE_TIMEOUT=str(HANDSHAKE), NET_IDLE_TIMEOUT="1", **extra))
+    if extra:
+        monkeypatch.setattr(net, "SECRET", extra["NET_SECRET"])
+    from net import client
+    client.POOL.close_all()
+    baseline = basic.thread_count(peer=p.id)
+    for i, data in enumerate(random_streams(seed=6 + len(mode), count=120)):
+        sock = socket.create_connection(p.address, timeout=5)
+        try:
+            sock.sendall(data)
+            if i % 4 == 0:
+                sock.shutdown(socket.SHUT_WR)          # sometimes hang up at once, sometimes linger
+        except OSError:
+            pass                                       # the peer already dropped us: that is fine
+        sock.close()
+        if i % 30 == 0:
+            still_serving(p)
+    assert p.proc.poll() is None, "the peer process died"
+    still_serving(p)
+    count = settled_thread_count(p, baseline + 1, timeout=10)
+    assert count <= baseline + 1, f"{count} threads, {baseline} before: connections leaked"
+    client.POOL.close_all()

@@ -123,3 +123,82 @@ def test_random_bytes_only_ever_raise_protocol_error(data):
     except ProtocolError:
         pass
     assert decoder.buffered <= wire.HEADER_SIZE + 1024 + len(data)
+
+
+# -- fuzzing the decoder: whole input, byte by byte, allocation bounded ------------------------------
+def decode_all(data, limit, chunk=None):
+    """Feed ``data`` (whole, or ``chunk`` bytes at a time); return (frames, error type or None)."""
+    decoder = FrameDecoder(limit)
+    frames = []
+    step = chunk or max(len(data), 1)
+    try:
+        for i in range(0, len(data), step):
+            decoder.feed(data[i:i + step])
+            frames.extend(decoder.frames())
+            assert decoder.buffered <= wire.HEADER_SIZE + limit, "buffered past one frame"
+    except ProtocolError as exc:
+        return frames, type(exc)
+    return frames, None
+
+
+frame_parts = st.builds(
+    lambda kind, request_id, payload: wire.frame_bytes(kind, request_id, payload, max_message=LIMIT),
+    st.sampled_from(list(Kind)), st.integers(0, wire.MAX_REQUEST_ID), json_values)
+
+
+@st.composite
+def mutated_streams(draw):
+    """Valid frames, then damaged: bytes flipped, cut, spliced with garbage."""
+    data = bytearray(b"".join(draw(st.lists(frame_parts, min_size=1, max_size=4))))
+    for _ in range(draw(st.integers(0, 4))):
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if action == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del data[at:at + draw(st.integers(1, 16))]
+        else:
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(data)
+
+
+@given(st.one_of(st.binary(max_size=600), mutated_streams()), st.integers(1, 7))
+@settings(max_examples=150, deadline=None)
+def test_whole_and_chunked_decoding_agree_and_only_raise_protocol_error(data, chunk):
+    whole = repr(decode_all(data, 4096))                # repr: NaN payloads compare equal
+    assert repr(decode_all(data, 4096, chunk=chunk)) == whole
+    assert repr(decode_all(data, 4096, chunk=1)) == whole
+
+
+@given(mutated_streams())
+@settings(max_examples=60, deadline=None)
+def test_decoding_never_allocates_much_more_than_the_input(data):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        decode_all(data, LIMIT, chunk=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024 + 20 * len(data), f"peak {peak} bytes for {len(data)} bytes of input"
+
+
+@pytest.mark.parametrize("payload", [
+    b"\xdd\xff\xff\xff\xff",                        # array announcing 4 billion items, none sent
+    b"\xdf\xff\xff\xff\xff",                        # map announcing 4 billion pairs
+    b"\xc6\xff\xff\xff\xff",                        # bin announcing 4 GiB
+    b"\x91" * 100_000 + b"\xc0",                    # 100,000 nested arrays
+    b"\xd4\x02\x00",                                # an extension type net does not define
+    b"\xd4\x01\xff",                                # flag extension holding invalid UTF-8
+], ids=["huge-array", "huge-map", "huge-bin", "deep-nesting", "unknown-ext", "bad-flag-name"])
+def test_hostile_msgpack_payloads_are_protocol_errors_without_big_allocations(payload):
+    import tracemalloc
+    data = struct.pack("!IBI", len(payload), Kind.CALL, 1) + payload
+    tracemalloc.start()
+    try:
+        frames, error = decode_all(data, 1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error is ProtocolError and frames == []
+    assert peak < 4 * len(data) + 256 * 1024
