@@ -18,6 +18,21 @@ async def echo_async(value):
     return value
 
 
+@net.connect("bench.items")
+def items(count, item):
+    """Stream ``count`` copies of ``item`` (streamed small items per second)."""
+    for _ in range(count):
+        yield item
+
+
+@net.connect("bench.chunks")
+def chunks(total, size):
+    """Stream ``total`` bytes in ``size``-byte chunks (streamed bytes throughput)."""
+    chunk = os.urandom(size)
+    for _ in range(total // size):
+        yield chunk
+
+
 if __name__ == "__main__":
     peer = net.Peer()
     print(f"READY {peer.port}", flush=True)

@@ -13,7 +13,7 @@ import contextlib
 import functools
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from . import client, context, registry
+from . import client, context, registry, streams
 from .peer import Peer, _Peer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,23 +73,46 @@ class Connection:
         self.tag = tag
         self.key = registry.add_connection(function, tag)
         self.name = registry.name_of(self.key)
+        self.streaming = streams.is_streaming(function)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, peer: Any = None, **kwargs: Any) -> Any:
+        """Run locally, or on ``peer``; a generator connection returns a :class:`~net.streams.RemoteStream`."""
         if peer is None:
             return self.function(*args, **kwargs)
+        if self.streaming:
+            return self.stream(*args, peer=peer, **kwargs)
         host, port = resolve_cached(peer)
         return client.call(host, port, self.key, list(args), kwargs, target=peer)
 
     def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Start the call on ``peer`` and return a Future at once."""
-        host, port = resolve(peer)
+        if self.streaming:
+            raise TypeError(f"{self.name} is a generator: iterate it with for x in f(peer=P) "
+                            f"or async for x in f.acall(peer=P); it has no single result for a Future")
+        host, port = resolve_cached(peer)
         return client.submit(host, port, self.key, list(args), kwargs, target=peer)
 
-    async def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Any:
-        """``await`` the call on ``peer`` without blocking the running event loop."""
-        host, port = resolve(peer)
-        return await client.acall(host, port, self.key, list(args), kwargs, target=peer)
+    def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Any:
+        """``await f.acall(..., peer=P)`` without blocking the running event loop.
+
+        For a generator connection it returns an :class:`~net.streams.AsyncRemoteStream`
+        instead: ``async for x in f.acall(peer=P)`` (awaiting it also gives the stream).
+        """
+        if self.streaming:
+            return self.astream(*args, peer=peer, **kwargs)
+        host, port = resolve_cached(peer)
+        return client.acall(host, port, self.key, list(args), kwargs, target=peer)
+
+    def stream(self, *args: Any, peer: Any, **kwargs: Any) -> streams.RemoteStream:
+        """Iterate the remote generator's items (also for a local stub that is not a generator)."""
+        host, port = resolve_cached(peer)
+        return streams.RemoteStream(host, port, self.key, list(args), kwargs, target=peer)
+
+    def astream(self, *args: Any, peer: Any, **kwargs: Any) -> streams.AsyncRemoteStream:
+        """``async for`` over the remote generator's items, from a running event loop."""
+        host, port = resolve_cached(peer)
+        return streams.AsyncRemoteStream(host, port, self.key, list(args), kwargs, target=peer)
 
     def __repr__(self) -> str:
         return f"<net connection {self.name}>"

@@ -16,10 +16,12 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Callable
 
-from . import config, identity, registry, transport, wire
+from . import config, handoff, identity, registry, transport, wire
 from .context import call_timeout
+from .deadlines import DEADLINES
 from .errors import (Cancelled, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable,
                      ProtocolError, RemoteError, Timeout)
 from .wire import Kind
@@ -71,11 +73,12 @@ class Waiter(Pending):
 class FutureWaiter(Pending):
     """Resolves a ``concurrent.futures.Future`` via ``finish`` (run off the reader thread)."""
 
-    __slots__ = ("future", "finish")
+    __slots__ = ("future", "finish", "retry")
 
     def __init__(self, future: concurrent.futures.Future, finish: Callable[[wire.Frame], Any]):
         self.future = future
         self.finish = finish
+        self.retry: Callable[[], None] | None = None    # resends the call if the peer retired the connection
 
     def deliver(self, frame: wire.Frame) -> None:
         if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
@@ -93,32 +96,86 @@ class FutureWaiter(Pending):
             self.future.set_exception(exc)
 
     def fail(self, error: NetError) -> None:
-        if not self.future.done():
+        retry, self.retry = self.retry, None
+        if isinstance(error, Retired) and retry is not None and not self.future.done():
+            # Dialing again must not hold up whichever thread is failing this connection.
+            threading.Thread(target=retry, daemon=True, name="net-resend").start()
+        elif not self.future.done():
             self.future.set_exception(error)
 
 
 class AsyncWaiter(Pending):
-    """Hands the frame to an asyncio future on its own loop (thread-safe)."""
+    """Hands the frame to an asyncio future on its own loop (thread-safe, batched per loop)."""
 
-    __slots__ = ("loop", "future")
+    __slots__ = ("handoff", "future")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
-        self.loop = loop
+        self.handoff = handoff.for_loop(loop)
         self.future = future
 
     def deliver(self, frame: wire.Frame) -> None:
-        self.loop.call_soon_threadsafe(self._set, frame, None)
+        self.handoff.call(_settle, self.future, frame, None)
 
     def fail(self, error: NetError) -> None:
-        self.loop.call_soon_threadsafe(self._set, None, error)
+        self.handoff.call(_settle, self.future, None, error)
 
-    def _set(self, frame: wire.Frame | None, error: NetError | None) -> None:
-        if self.future.done():
-            return
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(frame)
+
+def _settle(future: asyncio.Future, frame: wire.Frame | None, error: NetError | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(frame)
+
+
+class LoopOutbox:
+    """Calls made on one event loop for one connection, sent together when the loop's turn ends.
+
+    A hundred ``acall``s started in one turn cost one ``sendall`` instead of a
+    hundred (and as many GIL hand-offs to the reading thread). A call abandoned
+    before the flush (cancelled, timed out) is simply left out.
+    """
+
+    __slots__ = ("connection", "loop", "frames", "scheduled")
+
+    def __init__(self, connection: "OutboundConnection", loop: asyncio.AbstractEventLoop):
+        self.connection = connection
+        self.loop = loop
+        self.frames: list[tuple[int, bytes]] = []
+        self.scheduled = False
+
+    def add(self, request_id: int, data: bytes) -> None:
+        self.frames.append((request_id, data))
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        frames, self.frames = self.frames, []
+        pending = self.connection.pending
+        live = [(request_id, data) for request_id, data in frames if request_id in pending]
+        if live:
+            self.connection.send_batch(b"".join(data for _, data in live),
+                                       [request_id for request_id, _ in live])
+
+
+_outboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[OutboundConnection, LoopOutbox]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def outbox(loop: asyncio.AbstractEventLoop, connection: "OutboundConnection") -> LoopOutbox:
+    boxes = _outboxes.get(loop)
+    if boxes is None:
+        boxes = _outboxes.setdefault(loop, {})
+    box = boxes.get(connection)
+    if box is None:
+        if len(boxes) > 64:             # forget outboxes of dead connections
+            for old in [c for c in boxes if c.dead is not None]:
+                del boxes[old]
+        box = boxes[connection] = LoopOutbox(connection, loop)
+    return box
 
 
 class OutboundConnection:
@@ -190,6 +247,37 @@ class OutboundConnection:
         if type(pending) is not Waiter:
             self._wake.set()            # nobody will lead for it: make sure the background reads
         return request_id
+
+    def register_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
+                      options: dict[str, Any] | None = None) -> tuple[int, bytes]:
+        """Like :meth:`send_call` but returns the framed call instead of sending it.
+
+        For :class:`LoopOutbox`, which sends the calls made during one turn of an
+        event loop together (:meth:`send_batch`).
+        """
+        if self.dead is not None:
+            raise self.dead
+        request_id = self.next_id()
+        header, body = wire.encode_frame(Kind.CALL, request_id, [key, args, kwargs, options or {}],
+                                         max_message=self.framed.max_message)
+        if not self.pending:
+            self.last_heard = time.monotonic()      # the silence clock starts when someone waits
+        self.pending[request_id] = pending
+        self.calls_started += 1
+        return request_id, header + body
+
+    def send_batch(self, data: bytes, request_ids: list[int]) -> None:
+        """Send calls framed by :meth:`register_call`; if that fails they fail as never sent (Retired)."""
+        try:
+            self.framed.send_encoded(b"", data)
+        except NetError as exc:
+            for request_id in request_ids:
+                waiter = self.pending.pop(request_id, None)
+                if waiter is not None:
+                    waiter.fail(Retired(f"could not send to {self.where}: {exc}", peer=self.where))
+            self._die(exc)
+            return
+        self._wake.set()                # nobody will lead for these: make sure the background reads
 
     def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Fire-and-forget call (no reply): used for event deliveries."""
@@ -399,10 +487,18 @@ class Pool:
             connection.close()
 
     def _watch(self) -> None:
-        """Ping connections that have callers waiting; kill those silent past NET_HEARTBEAT."""
+        """Ping connections that have callers waiting; kill those silent for NET_HEARTBEAT.
+
+        Checks every ``limit/8`` (at most 1 s) and declares a connection dead once
+        it has been silent for ``limit`` minus one check interval, so a dead or
+        frozen peer is always detected within NET_HEARTBEAT of the last thing it
+        sent. Pings go out after ``limit/4`` of silence, so a PONG has more than
+        half the limit to come back on a busy machine.
+        """
         while True:
             limit = config.get("HEARTBEAT")
-            time.sleep(min(1.0, limit / 4))
+            interval = min(1.0, limit / 8)
+            time.sleep(interval)
             connections = self.connections()
             if not connections:
                 with self._lock:
@@ -421,11 +517,11 @@ class Pool:
                         f"{connection.dial_timeout:g}s: not a net peer?", peer=connection.where))
                     continue
                 silent = now - connection.last_heard
-                if silent > limit:
+                if silent > limit - interval:
                     connection._die(PeerUnreachable(
                         f"{connection.where} stopped answering: nothing heard for {silent:.1f}s "
                         f"with calls in flight (NET_HEARTBEAT={limit:g})", peer=connection.where))
-                elif silent > limit / 3 and now - connection.last_ping > limit / 3:
+                elif silent > limit / 4 and now - connection.last_ping > limit / 4:
                     connection.ping()
 
 
@@ -500,53 +596,100 @@ def call(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, An
 
 def submit(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
            target: Any = None, timeout: float | None = None) -> concurrent.futures.Future:
-    """Start a call and return a Future; cancelling the Future cancels the remote call."""
+    """Start a call and return a Future; cancelling the Future cancels the remote call.
+
+    A deadline is kept by the process's one deadline thread, never a thread per
+    call. Like :func:`call`, a call that met a stale pooled connection is sent
+    again once on a fresh one.
+    """
     if timeout is None:
         timeout = effective_timeout()
     future: concurrent.futures.Future = concurrent.futures.Future()
-    connection = POOL.get(host, port)
-    where = connection.where
-    waiter = FutureWaiter(future, lambda frame: finish(frame, where, key, target))
-    request_id = connection.send_call(key, args, kwargs, waiter)
+    latest: list[Any] = [None, 0, None]         # connection, request id, waiter of the latest attempt
+
+    def send(attempt: int) -> None:
+        connection = POOL.get(host, port)
+        reused = connection.calls_started > 0
+        where = connection.where
+        waiter = FutureWaiter(future, lambda frame: finish(frame, where, key, target))
+        if attempt == 1:
+            waiter.retry = resend
+        try:
+            request_id = connection.send_call(key, args, kwargs, waiter)
+        except PeerUnreachable:
+            if reused and attempt == 1:     # a stale pooled socket: the call never left, dial again
+                return send(2)
+            raise
+        latest[:] = [connection, request_id, waiter]
+
+    def resend() -> None:
+        if future.done():
+            return
+        try:
+            send(2)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+
+    send(1)
 
     def on_done(done: concurrent.futures.Future) -> None:
         if done.cancelled():
-            connection.abandon(request_id)
+            latest[0].abandon(latest[1])
 
     future.add_done_callback(on_done)
     if timeout is not None:
         def expire() -> None:
             if not future.done():
+                connection, request_id, waiter = latest
                 connection.abandon(request_id)
-                waiter.fail(Timeout(f"call to {registry.name_of(key)} on {where} did not finish "
-                                    f"within {timeout:g}s", peer=where))
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        future.add_done_callback(lambda _: timer.cancel())
+                waiter.fail(Timeout(f"call to {registry.name_of(key)} on {connection.where} did not "
+                                    f"finish within {timeout:g}s", peer=connection.where))
+        deadline = DEADLINES.schedule(timeout, expire)
+        future.add_done_callback(lambda _: deadline.cancel())
     return future
 
 
 async def acall(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
                 target: Any = None, timeout: float | None = None) -> Any:
-    """Await a call from a running event loop; no thread is parked per call in flight."""
+    """Await a call from a running event loop; no thread is parked per call in flight.
+
+    Like :func:`call`, a call that met a stale pooled connection (closed by the
+    peer while idle, before it read the call) is sent again on a fresh one.
+    """
     if timeout is None:
         timeout = effective_timeout()
     loop = asyncio.get_running_loop()
-    connection = POOL._connections.get((host, port))
-    if connection is None or connection.dead is not None:
-        connection = await loop.run_in_executor(None, POOL.get, host, port)    # dialing blocks
-    future: asyncio.Future = loop.create_future()
-    request_id = connection.send_call(key, args, kwargs, AsyncWaiter(loop, future))
-    try:
-        frame = await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
-        connection.abandon(request_id)
-        raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
-                      f"within {timeout:g}s", peer=connection.where) from None
-    except asyncio.CancelledError:
-        connection.abandon(request_id)
-        raise
-    if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
-        return await loop.run_in_executor(None, finish, frame, connection.where, key, target)
-    return finish(frame, connection.where, key, target)
+    deadline = None if timeout is None else loop.time() + timeout
+    for attempt in (1, 2):
+        connection = POOL._connections.get((host, port))
+        if connection is None or not connection.usable():
+            connection = await loop.run_in_executor(None, POOL.get, host, port)    # dialing blocks
+        reused = connection.calls_started > 0
+        future: asyncio.Future = loop.create_future()
+        try:
+            request_id, data = connection.register_call(key, args, kwargs, AsyncWaiter(loop, future))
+        except PeerUnreachable:
+            if reused and attempt == 1:
+                continue
+            raise
+        outbox(loop, connection).add(request_id, data)
+        try:
+            frame = await asyncio.wait_for(future, None if deadline is None else deadline - loop.time())
+        except asyncio.TimeoutError:
+            connection.abandon(request_id)
+            raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
+                          f"within {timeout:g}s", peer=connection.where) from None
+        except asyncio.CancelledError:
+            connection.abandon(request_id)
+            raise
+        except Retired:
+            if attempt == 1:
+                continue
+            raise
+        except (PeerUnreachable, Timeout) as exc:
+            raise type(exc)(str(exc), peer=connection.where) from None
+        if frame.kind is Kind.RESULT and isinstance(frame.payload, wire.Flag):
+            return await loop.run_in_executor(None, finish, frame, connection.where, key, target)
+        return finish(frame, connection.where, key, target)
+    raise PeerUnreachable(f"could not reach {host}:{port}", peer=f"{host}:{port}")

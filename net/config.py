@@ -160,6 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CONNECT_TIMEOUT", _seconds, 3.0, "seconds to open a TCP connection to a peer"),
     Setting("HEARTBEAT", _seconds, 10.0,
             "a connection with calls in flight that hears nothing for this long is declared dead"),
+    Setting("STREAM_WINDOW", _positive_int, 512,
+            "items a streaming (generator) connection may produce ahead of its consumer (back-pressure)"),
     Setting("MAX_MESSAGE", _positive_int, 256 * 1024 * 1024, "largest message in bytes, either direction"),
     Setting("WORKERS", _positive_int, 64, "threads that run synchronous handlers (bounded pool)"),
     Setting("MAX_CONNECTIONS", _positive_int, 1024, "inbound connections a peer accepts at once"),

@@ -21,7 +21,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from . import config, context, registry, transport, wire
+from . import config, context, handoff, registry, streams, transport, wire
 from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
 from .wire import Kind
 
@@ -277,6 +277,8 @@ class InboundConnection:
         self.where = where
         self.framed: transport.FramedSocket | None = None
         self.active: dict[int, context.RequestState] = {}
+        self.streams: dict[int, streams._Runner] = {}     # streamed calls, for their CREDIT frames
+        self.loop_replies: list[bytes] = []     # async handlers' replies of this loop turn (loop thread only)
         self.generation = 0                 # bumped each time a new thread takes over reading
         self.inline_since: float | None = None
         self.last_activity = time.monotonic()
@@ -402,7 +404,9 @@ class InboundConnection:
                 state.cancel()
         elif kind is Kind.GOODBYE:
             return False
-        elif kind is Kind.PONG or kind is Kind.CREDIT:
+        elif kind is Kind.CREDIT:
+            streams.credit(self, frame)
+        elif kind is Kind.PONG:
             pass
         else:
             log.warning("net: dropping connection from %s: a caller may not send %s frames",
@@ -412,7 +416,7 @@ class InboundConnection:
 
     def _dispatch(self, request_id: int, payload: Any, reply: bool, generation: int) -> None:
         try:
-            key, args, kwargs, _options = payload
+            key, args, kwargs, options = payload
             if type(args) is not list or type(kwargs) is not dict or type(key) is not bytes:
                 if type(key) is not str:
                     raise TypeError
@@ -434,6 +438,9 @@ class InboundConnection:
         state = context.RequestState(request_id, self.where, self.server.peer)
         if reply:
             self.active[request_id] = state
+        if options and reply and type(options) is dict and options.get("stream"):
+            streams.serve(self, state, handler, args, kwargs, options["stream"])
+            return
         if _is_async(handler):
             self._run_async(state, handler, args, kwargs, reply)
         elif self.server.handler_slots.acquire(blocking=False):
@@ -479,16 +486,57 @@ class InboundConnection:
 
     def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        loop = self.server.loop()
+        handoff.for_loop(loop).call(self._start_async, loop, state, handler, args, kwargs, reply)
+
+    def _start_async(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
+                     handler: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
+                     reply: bool) -> None:
+        """On the peer's loop: run the handler as a task; CANCEL cancels the task."""
         async def run() -> None:
             context.current_request.set(state)
             try:
                 outcome = (Kind.RESULT, await handler(*args, **kwargs))
             except BaseException as exc:
                 outcome = (Kind.ERROR, error_payload(exc))
-            self._finish(state, outcome, reply)
+            self._finish_on_loop(loop, state, outcome, reply)
 
-        future = asyncio.run_coroutine_threadsafe(run(), self.server.loop())
-        state.on_cancel = future.cancel
+        task = loop.create_task(run())
+        # A task cancelled before its first step never runs ``run``: forget the request then too.
+        task.add_done_callback(lambda done: done.cancelled() and self.active.pop(state.request_id, None))
+        state.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
+        if state.cancelled:         # CANCEL came before the task existed
+            task.cancel()
+
+    def _finish_on_loop(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
+                        outcome: tuple[Kind, Any], reply: bool) -> None:
+        """:meth:`_finish` for async handlers: replies made in one loop turn go out in one send."""
+        self.active.pop(state.request_id, None)
+        framed = self.framed
+        if not reply or framed is None or framed.closed:
+            return
+        kind, value = outcome
+        try:
+            header, body = wire.encode_frame(kind, state.request_id, value, max_message=framed.max_message)
+        except (MessageTooLarge, TypeError, ValueError):
+            self._send(kind, state.request_id, value)       # answers why the value cannot travel
+            return
+        if len(body) >= transport.SMALL_BODY:
+            with contextlib.suppress(NetError):
+                framed.send_encoded(header, body)          # big: no copy into a batch
+            return
+        self.loop_replies.append(header + body)
+        if len(self.loop_replies) == 1:
+            loop.call_soon(self._flush_loop_replies)
+
+    def _flush_loop_replies(self) -> None:
+        replies, self.loop_replies = self.loop_replies, []
+        framed = self.framed
+        if replies and framed is not None and not framed.closed:
+            try:
+                framed.send_encoded(b"", b"".join(replies))
+            except NetError as exc:
+                log.debug("net: replies to %s lost: %s", self.where, exc)
 
     def _finish(self, state: context.RequestState, outcome: tuple[Kind, Any], reply: bool) -> None:
         self.active.pop(state.request_id, None)

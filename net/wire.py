@@ -31,6 +31,7 @@ received is ever unpickled or evaluated. The only extension type is a *flag*
 """
 from __future__ import annotations
 
+import inspect
 import struct
 import threading
 from enum import IntEnum
@@ -58,7 +59,7 @@ class Kind(IntEnum):
     CALL = 2          # caller -> callee: [connection, args, kwargs, options]
     RESULT = 3        # callee -> caller: the return value
     ERROR = 4         # callee -> caller: {"type", "message", "traceback"}
-    STREAM_ITEM = 5   # callee -> caller: one item of a streamed (generator) result
+    STREAM_ITEM = 5   # callee -> caller: a list of one or more items of a streamed (generator) result
     STREAM_END = 6    # callee -> caller: the stream finished
     CANCEL = 7        # caller -> callee: stop working on this request
     CREDIT = 8        # caller -> callee: may send this many more stream items
@@ -96,6 +97,9 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(FLAG_EXT, obj.name.encode("utf-8"))
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    if inspect.isgenerator(obj) or inspect.isasyncgen(obj):
+        raise TypeError("a generator is not one value: its connection streams, so call it as a stream "
+                        "(for x in f(peer=P), async for x in f.acall(peer=P), or f.stream(peer=P))")
     raise TypeError(f"cannot send a {type(obj).__name__} over net: only JSON types and bytes travel "
                     f"(convert it in the function, or in an @net.event hook)")
 
@@ -194,6 +198,16 @@ def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
         raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
                               f"bytes (NET_MAX_MESSAGE)")
     return [HEADER.pack(len(body), kind, request_id), body]
+
+
+def encode_items(request_id: int, packed_items: list[bytes], *, max_message: int) -> list[bytes]:
+    """Frame a STREAM_ITEM: a msgpack array of already-packed items (each packed once, by :func:`pack`)."""
+    array = array_header(len(packed_items))
+    body = array + b"".join(packed_items)
+    if len(body) > max_message:
+        raise MessageTooLarge(f"stream item of {len(body):,} bytes exceeds the limit of {max_message:,} "
+                              f"bytes (NET_MAX_MESSAGE)")
+    return [HEADER.pack(len(body), Kind.STREAM_ITEM, request_id), body]
 
 
 def frame_bytes(kind: Kind, request_id: int, payload: Any = None, *, max_message: int) -> bytes:
