@@ -7,7 +7,6 @@ a ``(host, port)`` tuple, an entry from ``net.peers()`` (anything with
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import functools

@@ -22,7 +22,7 @@ import traceback
 from typing import Any, Callable
 
 from . import config, context, handoff, registry, streams, transport, wire
-from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError, Timeout
+from .errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from .wire import Kind
 
 log = logging.getLogger("net")
