@@ -148,13 +148,21 @@ class _StreamBase:
     def name(self) -> str:
         return registry.name_of(self._key)
 
-    def _start(self, connection: client.OutboundConnection) -> None:
+    def _started(self, connection: client.OutboundConnection, attempt: int) -> bool:
+        """Send the call on ``connection``; False if, on a first attempt, it was a stale pooled one."""
+        reused = connection.calls_started > 0
         receiver = StreamReceiver()
         args, kwargs = self._call
-        self._request_id = connection.send_call(self._key, args, kwargs, receiver,
-                                                options={"stream": self._window})
+        try:
+            self._request_id = connection.send_call(self._key, args, kwargs, receiver,
+                                                    options={"stream": self._window})
+        except PeerUnreachable:
+            if reused and attempt == 1:     # the call never left: dial again
+                return False
+            raise
         self._connection = connection
         self._receiver = receiver
+        return True
 
     def _take(self) -> Any:
         """The next buffered item (the caller checked there is one); returns credit when due."""
@@ -239,15 +247,8 @@ class RemoteStream(_StreamBase):
 
     def _send(self) -> None:
         for attempt in (1, 2):
-            connection = client.POOL.get(*self._address)
-            reused = connection.calls_started > 0
-            try:
-                self._start(connection)
+            if self._started(client.POOL.get(*self._address), attempt):
                 return
-            except PeerUnreachable:
-                if reused and attempt == 1:
-                    continue
-                raise
 
     def __iter__(self) -> "RemoteStream":
         return self
@@ -300,14 +301,8 @@ class AsyncRemoteStream(_StreamBase):
             connection = client.POOL._connections.get(self._address)
             if connection is None or not connection.usable():
                 connection = await loop.run_in_executor(None, client.POOL.get, *self._address)
-            reused = connection.calls_started > 0
-            try:
-                self._start(connection)
+            if self._started(connection, attempt):
                 return
-            except PeerUnreachable:
-                if reused and attempt == 1:
-                    continue
-                raise
 
     def __await__(self):
         yield from self._open().__await__()
