@@ -124,7 +124,6 @@ def connect(host: str, port: int, timeout: float) -> socket.socket | TLSChannel:
     ours = local_modes()
     with os_errors_as(where, "connecting to"):
         sock = socket.create_connection((host, port), timeout=timeout)
-    channel: socket.socket | TLSChannel = sock
     try:
         _tune(sock)
         with os_errors_as(where, "greeting"):
@@ -132,17 +131,11 @@ def connect(host: str, port: int, timeout: float) -> socket.socket | TLSChannel:
             theirs = wire.check_preamble(_recv_exactly(sock, wire.PREAMBLE_SIZE, where, deadline))
         if theirs != ours:
             raise _mismatch(where, theirs, ours)
-        if ours:
-            if ours & wire.MODE_TLS:
-                channel = _start_tls(sock, where, deadline, server_side=False)
-            _run_handshake(channel, auth.ClientHandshake(auth.secret_bytes(config.get("SECRET")), where),
-                           where, deadline)
-        channel.settimeout(None)
     except BaseException:
         with contextlib.suppress(OSError):
-            channel.close()
+            sock.close()
         raise
-    return channel
+    return _secure(sock, ours, where, deadline, server_side=False)
 
 
 def accept(sock: socket.socket, timeout: float, where: str) -> socket.socket | TLSChannel:
@@ -166,13 +159,23 @@ def accept(sock: socket.socket, timeout: float, where: str) -> socket.socket | T
     if theirs != ours:
         raise AuthError(f"refused {where}: it uses {wire.describe_modes(theirs)}, "
                         f"this peer requires {wire.describe_modes(ours)}")
+    return _secure(sock, ours, where, deadline, server_side=True)
+
+
+def _secure(sock: socket.socket, modes: int, where: str, deadline: float,
+            server_side: bool) -> socket.socket | TLSChannel:
+    """After the preambles: TLS and the key handshake as ``modes`` require; the channel to use.
+
+    On failure the socket (or the TLS channel that took it over) is closed.
+    """
     channel: socket.socket | TLSChannel = sock
     try:
-        if ours:
-            if ours & wire.MODE_TLS:
-                channel = _start_tls(sock, where, deadline, server_side=True)
-            _run_handshake(channel, auth.ServerHandshake(auth.secret_bytes(config.get("SECRET")), where),
-                           where, deadline)
+        if modes:
+            if modes & wire.MODE_TLS:
+                channel = _start_tls(sock, where, deadline, server_side=server_side)
+            secret = auth.secret_bytes(config.get("SECRET"))
+            handshake = auth.ServerHandshake(secret, where) if server_side else auth.ClientHandshake(secret, where)
+            _run_handshake(channel, handshake, where, deadline)
         channel.settimeout(None)
     except BaseException:
         with contextlib.suppress(OSError):
