@@ -5,8 +5,9 @@ Every form sends one CALL on the process's pooled connection to that peer
 (:mod:`net.waiters`); a call that met a stale pooled connection (closed by the
 peer while idle, before it read the call) is sent again once on a fresh one.
 
-The names other modules use from here (``POOL``, ``OutboundConnection``,
-``Pending``, ``Retired``, ...) are re-exported from the modules that hold them.
+``POOL``, the process's one :class:`~net.pool.Pool`, lives here. The other
+names other modules use from here (``OutboundConnection``, ``Pending``,
+``Retired``, ...) are re-exported from the modules that hold them.
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ from .deadlines import DEADLINES
 from .errors import MessageTooLarge, PeerUnreachable, ProtocolError, RemoteError, Timeout
 from .outbound import IDLE_CHECK_AFTER, OutboundConnection, dial_timeout
 from .outbox import LoopOutbox, outbox
-from .pool import POOL, Pool
+from .pool import Pool
 from .waiters import AsyncWaiter, FutureWaiter, Pending, Retired, Waiter
 from .wire import Kind
 
 __all__ = ["call", "submit", "acall", "finish", "effective_timeout", "dial_timeout", "POOL", "Pool",
            "OutboundConnection", "IDLE_CHECK_AFTER", "Pending", "Waiter", "FutureWaiter", "AsyncWaiter",
            "Retired", "LoopOutbox", "outbox"]
+
+# The process's connections. Made here rather than imported: CPython compiles ``POOL.get(...)``
+# on an imported name as a module-attribute call, which costs a bound method on every call.
+POOL = Pool()
 
 
 def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:

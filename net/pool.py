@@ -93,6 +93,3 @@ class Pool:
                         f"with calls in flight (NET_HEARTBEAT={limit:g})", peer=connection.where))
                 elif silent > limit / 4 and now - connection.last_ping > limit / 4:
                     connection.ping()
-
-
-POOL = Pool()
