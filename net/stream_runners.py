@@ -140,7 +140,7 @@ class _Runner:
         return self.credit <= 0 or self.unacked_bytes >= WINDOW_BYTES
 
     def _failed(self, exc: BaseException) -> None:
-        from .server import error_payload
+        from .inbound import error_payload
         self._end(Kind.ERROR, error_payload(exc))
 
     def start(self) -> None:

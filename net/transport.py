@@ -1,43 +1,25 @@
-"""The only module that touches sockets: listen, connect, and framed send/receive.
+"""Opening connections: listen, connect/dial and accept, with the whole greeting.
 
-Here OS errors become net errors (:func:`os_errors_as`), socket options are
-set, and the wire preamble is exchanged. Everything above works on
-:class:`FramedSocket` and never sees an ``OSError``.
+Socket options are set here, the wire preamble is exchanged, and TLS and
+the shared-key handshake run when configured. The connected result is a
+:class:`~net.framed.FramedSocket` (``framed.py``, where OS errors become net
+errors); everything above never sees an ``OSError``.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import select
 import socket
 import ssl
 import sys
-import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from . import auth, config, tls, wire
 from .errors import AuthError, NetError, PeerUnreachable, PortsExhausted, ProtocolError, Timeout
+from .framed import FramedSocket, os_errors_as
+from .tls import TLSChannel
 
-RECV_CHUNK = 256 * 1024
-SMALL_BODY = 64 * 1024          # bodies below this are joined with their header: one syscall
-
-
-def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Timeout:
-    """The net error for a socket error: Timeout for timeouts, else PeerUnreachable; names ``peer``."""
-    if isinstance(exc, socket.timeout):
-        return Timeout(f"{action} {peer} timed out", peer=peer)
-    reason = exc.strerror or exc.__class__.__name__
-    return PeerUnreachable(f"{action} {peer} failed: {reason}", peer=peer)
-
-
-@contextlib.contextmanager
-def os_errors_as(peer: str, action: str) -> Iterator[None]:
-    """Turn socket errors raised inside the block into PeerUnreachable / Timeout naming ``peer``."""
-    try:
-        yield
-    except OSError as exc:
-        raise _as_net_error(exc, peer, action) from exc
 
 
 def _tune(sock: socket.socket) -> None:
@@ -237,16 +219,6 @@ def _run_handshake(channel: socket.socket | TLSChannel, handshake: auth.ServerHa
             send(reply)
 
 
-def _readable(sock: socket.socket | TLSChannel, timeout: float) -> bool:
-    if isinstance(sock, TLSChannel) and sock.pending():
-        return True             # decrypted bytes wait inside OpenSSL, invisible to poll
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(max(timeout, 0) * 1000))
-    return bool(select.select([sock], [], [], max(timeout, 0))[0])
-
-
 def _receive_auth(channel: socket.socket | TLSChannel, where: str, deadline: float) -> Any:
     """Read exactly one AUTH frame (never more bytes than it holds), at most auth.MAX_MESSAGE."""
     decoder = wire.FrameDecoder(auth.MAX_MESSAGE)
@@ -292,217 +264,3 @@ def _recv_exactly(sock: socket.socket | TLSChannel, size: int, where: str, deadl
             raise PeerUnreachable(f"{where} closed the connection during the {during}", peer=where)
         data += chunk
     return bytes(data)
-
-
-class TLSChannel:
-    """An SSL socket that one reader and many writers may use at once.
-
-    OpenSSL forbids concurrent SSL_read/SSL_write on one connection, so every
-    SSL call runs under one lock, with the socket non-blocking; waiting for
-    the socket to become readable/writable happens *outside* the lock, so a
-    writer stuck behind a full TCP buffer never stops the reader (which
-    would deadlock two peers sending large messages to each other).
-    """
-
-    def __init__(self, sock: ssl.SSLSocket, where: str):
-        self.ssl = sock
-        self.where = where
-        self._lock = threading.Lock()
-        self._timeout: float | None = None
-        sock.setblocking(False)
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
-
-    def fileno(self) -> int:
-        return self.ssl.fileno()
-
-    def recv(self, size: int) -> bytes:
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
-            with self._lock:
-                try:
-                    return self.ssl.recv(size)
-                except ssl.SSLWantReadError:
-                    want_write = False
-                except ssl.SSLWantWriteError:
-                    want_write = True
-            _wait(self.ssl, want_write, deadline)
-
-    def recv_into(self, buffer: memoryview, size: int = 0) -> int:
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
-            with self._lock:
-                try:
-                    return self.ssl.recv_into(buffer, size)
-                except ssl.SSLWantReadError:
-                    want_write = False
-                except ssl.SSLWantWriteError:
-                    want_write = True
-            _wait(self.ssl, want_write, deadline)
-
-    def recv_into_within(self, buffer: memoryview, timeout: float | None) -> int | None:
-        """Like :meth:`recv_into`, but None when no whole record arrived within ``timeout`` (None: wait)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                try:
-                    return self.ssl.recv_into(buffer)
-                except ssl.SSLWantReadError:
-                    want_write = False
-                except ssl.SSLWantWriteError:
-                    want_write = True
-            try:
-                _wait(self.ssl, want_write, deadline)
-            except socket.timeout:
-                return None
-
-    def pending(self) -> int:
-        with self._lock:
-            return self.ssl.pending()
-
-    def sendall(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            with self._lock:
-                try:
-                    sent = self.ssl.send(view[:TLS_CHUNK])
-                    view = view[sent:]
-                    continue
-                except ssl.SSLWantWriteError:
-                    want_write = True
-                except ssl.SSLWantReadError:
-                    want_write = False
-            _wait(self.ssl, want_write, None)
-
-    def shutdown(self, how: int) -> None:
-        with self._lock:
-            socket.socket.shutdown(self.ssl, how)     # the raw socket: wakes a reader waiting in poll
-
-    def close(self) -> None:
-        with self._lock:
-            self.ssl.close()
-
-
-TLS_CHUNK = 64 * 1024
-
-
-def _wait(sock: socket.socket, write: bool, deadline: float | None) -> None:
-    """Block until ``sock`` is readable/writable; socket.timeout past ``deadline``.
-
-    poll where there is one: select() cannot watch descriptors above 1023, and
-    a busy peer has more than that open.
-    """
-    timeout = None if deadline is None else deadline - time.monotonic()
-    if timeout is not None and timeout <= 0:
-        raise socket.timeout("timed out")
-    fd = sock.fileno()
-    if fd < 0:
-        raise OSError(errno.EBADF, "connection closed")
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, (select.POLLOUT if write else select.POLLIN) | select.POLLERR | select.POLLHUP)
-        ready = poller.poll(None if timeout is None else timeout * 1000)
-    else:
-        try:
-            ready = any(select.select([] if write else [fd], [fd] if write else [], [fd], timeout))
-        except ValueError:      # closed by another thread between the check and the call
-            raise OSError(errno.EBADF, "connection closed") from None
-    if not ready:
-        raise socket.timeout("timed out")
-
-
-class FramedSocket:
-    """A connected socket speaking frames: thread-safe ``send``, single-reader ``receive``."""
-
-    def __init__(self, sock: socket.socket | TLSChannel, where: str, max_message: int,
-                 expect_preamble: int | None = None):
-        self.sock = sock
-        self.where = where
-        self.max_message = max_message
-        self.decoder = wire.FrameDecoder(max_message, expect_preamble, where)
-        self._send_lock = threading.Lock()
-        self._view = memoryview(bytearray(RECV_CHUNK))
-        self.closed = False
-
-    def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
-        """Frame and send one message (MessageTooLarge/TypeError before anything is sent)."""
-        header, body = wire.encode_frame(kind, request_id, payload, max_message=self.max_message)
-        self.send_encoded(header, body)
-
-    def send_encoded(self, header: bytes, body: bytes) -> None:
-        try:
-            with self._send_lock:
-                if len(body) < SMALL_BODY:
-                    self.sock.sendall(header + body)
-                else:
-                    self.sock.sendall(header)
-                    self.sock.sendall(body)
-        except OSError as exc:
-            raise _as_net_error(exc, self.where, "sending to") from exc
-
-    def receive(self) -> wire.Frame | None:
-        """Block until one frame arrives; None when the other side closed cleanly.
-
-        Raises ProtocolError for bad bytes, PeerUnreachable (or Timeout, when the
-        socket has a timeout) for a broken socket.
-        """
-        decoder = self.decoder
-        while True:
-            frame = decoder.next_frame()
-            if frame is not None:
-                return frame
-            if not self._read_once(None):
-                return None
-
-    def receive_available(self, timeout: float | None = None) -> list[wire.Frame] | None:
-        """Read once (waiting at most ``timeout`` seconds; None = block) and return every complete
-        frame: possibly [] (partial data or timeout). None when the other side closed cleanly.
-
-        Waiting uses poll, not a socket timeout, so concurrent senders are unaffected.
-        """
-        decoder = self.decoder
-        frames: list[wire.Frame] = []
-        while (frame := decoder.next_frame()) is not None:
-            frames.append(frame)
-        if frames:
-            return frames
-        if not self._read_once(timeout):
-            return None
-        while (frame := decoder.next_frame()) is not None:
-            frames.append(frame)
-        return frames
-
-    def _read_once(self, timeout: float | None) -> bool:
-        """One recv into the reusable buffer, fed to the decoder. False on a clean close.
-
-        Receiving into one preallocated buffer matters: ``recv(n)`` would allocate
-        (and page in) an n-byte object per call.
-        """
-        try:
-            if timeout is not None and not _readable(self.sock, timeout):
-                return True
-            if isinstance(self.sock, TLSChannel):
-                # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
-                count = self.sock.recv_into_within(self._view, timeout)
-                if count is None:
-                    return True
-            else:
-                count = self.sock.recv_into(self._view)
-        except OSError as exc:
-            raise _as_net_error(exc, self.where, "receiving from") from exc
-        if not count:
-            if self.decoder.buffered:
-                raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
-            return False
-        self.decoder.feed(self._view[:count])
-        return True
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()

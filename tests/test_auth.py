@@ -269,7 +269,7 @@ def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
 
 def test_refused_connections_do_not_flood_the_log(caplog):
     import logging
-    from net.server import _RefusalLog
+    from net.inbound import _RefusalLog
     caplog.set_level(logging.WARNING, logger="net")
     refusals = _RefusalLog()
     for i in range(50):

@@ -1,0 +1,143 @@
+"""A connected socket speaking net frames: thread-safe send, one reader at a time.
+
+The one place where socket errors on an open connection become net errors
+(:func:`os_errors_as`). Receiving goes into one preallocated buffer per
+connection: a plain ``recv(n)`` would allocate and page in ``n`` bytes per call.
+"""
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from typing import Any, Iterator
+
+from . import wire
+from .errors import PeerUnreachable, ProtocolError, Timeout
+from .tls import TLSChannel
+
+RECV_CHUNK = 256 * 1024
+SMALL_BODY = 64 * 1024          # bodies below this are joined with their header: one syscall
+
+
+def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Timeout:
+    """The net error for a socket error: Timeout for timeouts, else PeerUnreachable; names ``peer``."""
+    if isinstance(exc, socket.timeout):
+        return Timeout(f"{action} {peer} timed out", peer=peer)
+    reason = exc.strerror or exc.__class__.__name__
+    return PeerUnreachable(f"{action} {peer} failed: {reason}", peer=peer)
+
+
+@contextlib.contextmanager
+def os_errors_as(peer: str, action: str) -> Iterator[None]:
+    """Turn socket errors raised inside the block into PeerUnreachable / Timeout naming ``peer``."""
+    try:
+        yield
+    except OSError as exc:
+        raise _as_net_error(exc, peer, action) from exc
+
+
+def _readable(sock: socket.socket | TLSChannel, timeout: float) -> bool:
+    if isinstance(sock, TLSChannel) and sock.pending():
+        return True             # decrypted bytes wait inside OpenSSL, invisible to poll
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(max(timeout, 0) * 1000))
+    return bool(select.select([sock], [], [], max(timeout, 0))[0])
+
+
+class FramedSocket:
+    """A connected socket speaking frames: thread-safe ``send``, single-reader ``receive``."""
+
+    def __init__(self, sock: socket.socket | TLSChannel, where: str, max_message: int,
+                 expect_preamble: int | None = None):
+        self.sock = sock
+        self.where = where
+        self.max_message = max_message
+        self.decoder = wire.FrameDecoder(max_message, expect_preamble, where)
+        self._send_lock = threading.Lock()
+        self._view = memoryview(bytearray(RECV_CHUNK))
+        self.closed = False
+
+    def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
+        """Frame and send one message (MessageTooLarge/TypeError before anything is sent)."""
+        header, body = wire.encode_frame(kind, request_id, payload, max_message=self.max_message)
+        self.send_encoded(header, body)
+
+    def send_encoded(self, header: bytes, body: bytes) -> None:
+        try:
+            with self._send_lock:
+                if len(body) < SMALL_BODY:
+                    self.sock.sendall(header + body)
+                else:
+                    self.sock.sendall(header)
+                    self.sock.sendall(body)
+        except OSError as exc:
+            raise _as_net_error(exc, self.where, "sending to") from exc
+
+    def receive(self) -> wire.Frame | None:
+        """Block until one frame arrives; None when the other side closed cleanly.
+
+        Raises ProtocolError for bad bytes, PeerUnreachable (or Timeout, when the
+        socket has a timeout) for a broken socket.
+        """
+        decoder = self.decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+            if not self._read_once(None):
+                return None
+
+    def receive_available(self, timeout: float | None = None) -> list[wire.Frame] | None:
+        """Read once (waiting at most ``timeout`` seconds; None = block) and return every complete
+        frame: possibly [] (partial data or timeout). None when the other side closed cleanly.
+
+        Waiting uses poll, not a socket timeout, so concurrent senders are unaffected.
+        """
+        decoder = self.decoder
+        frames: list[wire.Frame] = []
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+        if frames:
+            return frames
+        if not self._read_once(timeout):
+            return None
+        while (frame := decoder.next_frame()) is not None:
+            frames.append(frame)
+        return frames
+
+    def _read_once(self, timeout: float | None) -> bool:
+        """One recv into the reusable buffer, fed to the decoder. False on a clean close.
+
+        Receiving into one preallocated buffer matters: ``recv(n)`` would allocate
+        (and page in) an n-byte object per call.
+        """
+        try:
+            if timeout is not None and not _readable(self.sock, timeout):
+                return True
+            if isinstance(self.sock, TLSChannel):
+                # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
+                count = self.sock.recv_into_within(self._view, timeout)
+                if count is None:
+                    return True
+            else:
+                count = self.sock.recv_into(self._view)
+        except OSError as exc:
+            raise _as_net_error(exc, self.where, "receiving from") from exc
+        if not count:
+            if self.decoder.buffered:
+                raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
+            return False
+        self.decoder.feed(self._view[:count])
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
