@@ -17,6 +17,15 @@ import time
 from typing import Callable
 
 LENGTH = struct.Struct("!I")
+
+
+def use_loopback(port_start: int, port_range: int | None = None) -> None:
+    """Keep this benchmark's peers on 127.0.0.1 (call before importing net)."""
+    os.environ.setdefault("NET_HOST", "127.0.0.1")
+    os.environ.setdefault("NET_BIND", "127.0.0.1")
+    os.environ.setdefault("NET_PORT_START", str(port_start))
+    if port_range is not None:
+        os.environ.setdefault("NET_PORT_RANGE", str(port_range))
 LIFETIME = 600.0        # the server process stops by itself after this long
 
 

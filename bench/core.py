@@ -19,12 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-os.environ.setdefault("NET_HOST", "127.0.0.1")
-os.environ.setdefault("NET_BIND", "127.0.0.1")
-os.environ.setdefault("NET_PORT_START", "29100")
-
 import baseline  # noqa: E402
-import net  # noqa: E402
+
+baseline.use_loopback(29100)
 from net import client  # noqa: E402
 
 SMALL = b"x" * 32

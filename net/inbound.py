@@ -243,7 +243,7 @@ class InboundConnection:
             return
         if _is_async(handler):
             self._run_async(state, handler, args, kwargs, reply)
-        elif self.server.handler_slots.acquire(blocking=False):
+        elif self.server.handler_slots.try_acquire():
             self._run_inline(generation, state, handler, args, kwargs, reply)
         else:
             self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply)

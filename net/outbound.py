@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import config, transport, wire
+from .context import dial_timeout as dial_timeout_override
 from .errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from .waiters import Pending, Retired, Waiter
 from .wire import Kind
@@ -28,8 +29,7 @@ IDLE_CHECK_AFTER = 0.05     # seconds of quiet after which a pooled connection i
 
 def dial_timeout() -> float:
     """Seconds to open a connection: ``context.dial_timeout`` if set (discovery probes), else the setting."""
-    from .context import dial_timeout as override
-    return override.get() or config.get("CONNECT_TIMEOUT")
+    return dial_timeout_override.get() or config.get("CONNECT_TIMEOUT")
 
 
 class OutboundConnection:
@@ -69,25 +69,33 @@ class OutboundConnection:
     def send_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                   kind: Kind = Kind.CALL, options: dict[str, Any] | None = None) -> int:
         """Register ``pending`` and send the call; raises before anything is registered if it can't go."""
-        if self.dead is not None:
-            raise self.dead
-        request_id = self.next_id()
-        header, body = wire.encode_frame(kind, request_id, [key, args, kwargs, options or {}],
-                                         max_message=self.framed.max_message)
+        request_id, header, body = self._frame(kind, [key, args, kwargs, options or {}])
         return self._send_registered(request_id, header, body, pending)
 
     def send_packed_call(self, body: bytes, pending: Pending) -> int:
         """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
+        request_id, header, body = self._frame(Kind.CALL, body, packed=True)
+        return self._send_registered(request_id, header, body, pending)
+
+    def _frame(self, kind: Kind, payload: Any, packed: bool = False) -> tuple[int, bytes, bytes]:
+        """A fresh request id and its frame; raises (nothing registered) if the call cannot go."""
         if self.dead is not None:
             raise self.dead
         request_id = self.next_id()
-        header, body = wire.packed_frame(Kind.CALL, request_id, body, max_message=self.framed.max_message)
-        return self._send_registered(request_id, header, body, pending)
+        limit = self.framed.max_message
+        if packed:
+            header, body = wire.packed_frame(kind, request_id, payload, max_message=limit)
+        else:
+            header, body = wire.encode_frame(kind, request_id, payload, max_message=limit)
+        return request_id, header, body
 
-    def _send_registered(self, request_id: int, header: bytes, body: bytes, pending: Pending) -> int:
+    def _register(self, request_id: int, pending: Pending) -> None:
         if not self.pending:
             self.last_heard = time.monotonic()      # the silence clock starts when someone waits
         self.pending[request_id] = pending
+
+    def _send_registered(self, request_id: int, header: bytes, body: bytes, pending: Pending) -> int:
+        self._register(request_id, pending)
         try:
             self.framed.send_encoded(header, body)
         except NetError as exc:
@@ -109,14 +117,8 @@ class OutboundConnection:
         For :class:`LoopOutbox`, which sends the calls made during one turn of an
         event loop together (:meth:`send_batch`).
         """
-        if self.dead is not None:
-            raise self.dead
-        request_id = self.next_id()
-        header, body = wire.encode_frame(Kind.CALL, request_id, [key, args, kwargs, options or {}],
-                                         max_message=self.framed.max_message)
-        if not self.pending:
-            self.last_heard = time.monotonic()      # the silence clock starts when someone waits
-        self.pending[request_id] = pending
+        request_id, header, body = self._frame(Kind.CALL, [key, args, kwargs, options or {}])
+        self._register(request_id, pending)
         self.calls_started += 1
         return request_id, header + body
 
@@ -132,18 +134,6 @@ class OutboundConnection:
             self._die(exc)
             return
         self._wake.set()                # nobody will lead for these: make sure the background reads
-
-    def send_notify(self, key: bytes, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Fire-and-forget call (no reply): used for event deliveries."""
-        if self.dead is not None:
-            raise self.dead
-        try:
-            self.framed.send(Kind.NOTIFY, 0, [key, args, kwargs, {}])
-        except (TypeError, ValueError):
-            raise
-        except NetError as exc:
-            self._die(exc)
-            raise
 
     def abandon(self, request_id: int) -> None:
         """Stop waiting for a request and tell the peer to cancel it."""

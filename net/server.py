@@ -40,7 +40,8 @@ class HandlerSlots:
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
 
-    def acquire(self, blocking: bool = False) -> bool:
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free, without waiting."""
         with self._lock:
             if self.running < self.limit:
                 self.running += 1

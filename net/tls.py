@@ -60,16 +60,6 @@ def client_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
     return context
 
 
-def peer_name(sock: ssl.SSLSocket) -> str:
-    """The common name in the other side's verified certificate (for logs)."""
-    cert = sock.getpeercert() or {}
-    for rdn in cert.get("subject", ()):
-        for field, value in rdn:
-            if field == "commonName":
-                return value
-    return "?"
-
-
 class TLSChannel:
     """An SSL socket that one reader and many writers may use at once.
 
