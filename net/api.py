@@ -81,8 +81,11 @@ class Connection:
             return self.function(*args, **kwargs)
         if self.streaming:
             return self.stream(*args, peer=peer, **kwargs)
-        host, port = resolve_cached(peer)
-        return client.call(host, port, self.key, args, kwargs, target=peer)
+        try:
+            host, port = _resolved[peer]        # resolve_cached's hit, without the call
+        except (KeyError, TypeError):
+            host, port = resolve_cached(peer)
+        return client.call(host, port, self.key, args, kwargs, peer)
 
     def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Start the call on ``peer`` and return a Future at once."""

@@ -33,6 +33,9 @@ __all__ = ["call", "submit", "acall", "finish", "effective_timeout", "dial_timeo
 # The process's connections. Made here rather than imported: CPython compiles ``POOL.get(...)``
 # on an imported name as a module-attribute call, which costs a bound method on every call.
 POOL = Pool()
+# Where the settings live (net.TIMEOUT, ...: reassigning one takes effect); read directly on
+# the call path, where config.get's lookups show.
+_settings = config.namespace()
 
 
 def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
@@ -66,7 +69,7 @@ def call(host: str, port: int, key: bytes, args: list[Any] | tuple[Any, ...], kw
     if timeout is None:
         timeout = call_timeout.get()
         if timeout is None:
-            timeout = config.get("TIMEOUT")
+            timeout = _settings["TIMEOUT"]
     deadline = None if timeout is None else time.monotonic() + timeout
     payload = [key, args, kwargs, NO_OPTIONS]
     for attempt in (1, 2):

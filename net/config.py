@@ -224,6 +224,13 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 VALUES = load()
 
 
+def namespace() -> dict[str, Any]:
+    """The mapping :func:`get` reads: the ``net`` package's namespace once it is being imported
+    (its attributes are the settings, and reassigning one takes effect), else the loaded values."""
+    package = sys.modules.get("net")
+    return package.__dict__ if package is not None else VALUES
+
+
 def get(name: str) -> Any:
     """Current value of a setting: the ``net`` package attribute if reassigned, else the loaded one."""
     package = sys.modules.get("net")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import config, transport, wire
 from .context import dial_timeout as dial_timeout_override
 from .errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
-from .waiters import Pending, Retired, Waiter
+from .waiters import Led, Pending, Retired, Waiter
 from .wire import HEADER, MAX_REQUEST_ID, Kind
 
 if TYPE_CHECKING:
@@ -176,29 +176,55 @@ class OutboundConnection:
                 self._read_lock.release()
         return self.dead is None
 
-    def call(self, payload: Any, deadline: float | None) -> tuple[Waiter, int, bool]:
+    def call(self, payload: Any, deadline: float | None) -> tuple[Pending, int, bool]:
         """Send a CALL and block for its outcome: (settled waiter, request id, arrived before deadline).
 
-        Every blocking call runs this: send, then read replies ourselves while
-        nobody else is reading (see :meth:`wait`). Interrupted (e.g. Ctrl-C), it
-        tells the peer to cancel the call.
+        Every blocking call runs this, so the common case is kept short: a caller
+        that finds nobody reading reads its own reply (leader/follower, see
+        :meth:`wait`), and because nobody else can route that reply, its waiter
+        needs no lock and is registered only once the call is on its way.
+        Interrupted (e.g. Ctrl-C), the call is cancelled on the peer.
         """
-        waiter = Waiter()
-        request_id = self.send(CALL, payload, waiter)
+        if self.dead is not None:
+            raise self.dead
+        if deadline is not None or not self._read_lock.acquire(False):
+            waiter = Waiter()
+            request_id = self.send(CALL, payload, waiter)
+            try:
+                return waiter, request_id, self.wait(waiter, deadline)
+            except BaseException:
+                self.abandon(request_id)
+                raise
         try:
-            if deadline is None and self._read_lock.acquire(False):
-                try:
-                    while waiter.frame is None and waiter.error is None:
+            request_id = next(self._ids) & MAX_REQUEST_ID or self.next_id()
+            body = wire.pack(payload)
+            if len(body) > self.max_message:
+                raise wire.too_large(len(body), self.max_message)
+            try:
+                self.framed.send_encoded(HEADER.pack(len(body), CALL, request_id), body)
+            except NetError as exc:
+                self._die(exc)
+                raise
+            self.calls_started += 1
+            waiter = Led()
+            pending = self.pending
+            if not pending:
+                self.last_heard = monotonic()  # the silence clock starts when someone waits
+            pending[request_id] = waiter
+            try:
+                while waiter.frame is None and waiter.error is None:
+                    if self.dead is not None:       # died before we registered: nobody failed us
+                        waiter.fail(self.dead)
+                    else:
                         self._pump(None)
-                finally:
-                    self._read_lock.release()
-                    if self.pending:
-                        self._wake.set()
-                return waiter, request_id, True
-            return waiter, request_id, self.wait(waiter, deadline)
-        except BaseException:
-            self.abandon(request_id)
-            raise
+            except BaseException:
+                self.abandon(request_id)
+                raise
+        finally:
+            self._read_lock.release()
+            if self.pending:
+                self._wake.set()        # others wait: the background reader takes over
+        return waiter, request_id, True
 
     # -- reading -------------------------------------------------------------------------------
     def wait(self, waiter: Waiter, deadline: float | None) -> bool:

@@ -58,6 +58,23 @@ class Waiter(Pending):
         return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0))
 
 
+class Led(Pending):
+    """A caller that reads its own reply (it holds the connection's read lock): no signal needed."""
+
+    __slots__ = ("frame", "error")
+
+    def __init__(self) -> None:
+        self.frame: wire.Frame | None = None
+        self.error: NetError | None = None
+
+    def deliver(self, frame: wire.Frame) -> None:
+        self.frame = frame
+
+    def fail(self, error: NetError) -> None:
+        if self.frame is None and self.error is None:
+            self.error = error
+
+
 class FutureWaiter(Pending):
     """Resolves a ``concurrent.futures.Future`` via ``finish`` (run off the reader thread)."""
 
