@@ -28,6 +28,10 @@ from .wire import Kind
 log = logging.getLogger("net")
 CALL, NOTIFY, RESULT, ERROR = Kind.CALL, Kind.NOTIFY, Kind.RESULT, Kind.ERROR
 current_request = context.current_request
+RequestState = context.RequestState
+CONNECTIONS = registry.CONNECTIONS
+HEADER = wire.HEADER
+pack = wire.pack
 HANDOFF_AFTER = 0.003           # a handler running longer than this gets its reading role taken over
 
 
@@ -78,6 +82,9 @@ class InboundConnection:
         self.server = server
         self.sock = sock
         self.where = where
+        self.peer = server.peer             # these three: read on every call
+        self.slots = server.handler_slots
+        self.watchdog = server.watchdog
         self.framed: FramedSocket | None = None
         self.active: dict[int, context.RequestState] = {}
         self.streams: dict[int, streams._Runner] = {}     # streamed calls, for their CREDIT frames
@@ -239,29 +246,32 @@ class InboundConnection:
                     "type": "net.ProtocolError", "traceback": "",
                     "message": "malformed call: expected [connection, args, kwargs, options]"})
             return
-        handler = registry.CONNECTIONS.get(key)
+        handler = CONNECTIONS.get(key)
         if handler is None:
             log.debug("net: %s asked for unknown connection %s", self.where, registry.name_of(key))
             if reply:
                 self._send(Kind.RESULT, request_id, self.server.peer.get_flag("INVALID_CONNECTION"))
             return
-        state = context.RequestState(request_id, self.where, self.server.peer)
+        state = RequestState(request_id, self.where, self.peer)
         if reply:
             self.active[request_id] = state
         if options and reply and type(options) is dict and options.get("stream"):
             streams.serve(self, state, handler, args, kwargs, options["stream"])
             return
-        if _is_async(handler):
+        is_async = _ASYNC.get(handler)
+        if is_async is None:
+            is_async = _is_async(handler)
+        if is_async:
             self._run_async(state, handler, args, kwargs, reply)
             return
-        slots = self.server.handler_slots
+        slots = self.slots
         if not slots.try_acquire():
             self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply)
             return
         # Run on the reader thread (the watchdog hands reading to another thread if it drags
         # on). The reply goes out first; the bookkeeping after it is off the caller's clock.
         self.inline_since = monotonic()
-        self.server.watchdog.watch(self)
+        self.watchdog.watch(self)
         token = current_request.set(state)
         try:
             try:
@@ -372,7 +382,10 @@ class InboundConnection:
         if framed is None or framed.closed:
             return
         try:
-            framed.send(kind, request_id, value)
+            body = pack(value)      # framed.send, unrolled: every reply comes through here
+            if len(body) > framed.max_message:
+                raise wire.too_large(len(body), framed.max_message)
+            framed.send_encoded(HEADER.pack(len(body), kind, request_id), body)
         except (MessageTooLarge, TypeError, ValueError) as exc:
             # The value cannot travel: tell the caller why instead of leaving it waiting.
             with contextlib.suppress(NetError):
