@@ -82,7 +82,7 @@ class Connection:
         if self.streaming:
             return self.stream(*args, peer=peer, **kwargs)
         host, port = resolve_cached(peer)
-        return client.call(host, port, self.key, list(args), kwargs, target=peer)
+        return client.call(host, port, self.key, args, kwargs, target=peer)
 
     def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Start the call on ``peer`` and return a Future at once."""

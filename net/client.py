@@ -20,7 +20,7 @@ from . import config, identity, registry, wire
 from .context import call_timeout
 from .deadlines import DEADLINES
 from .errors import MessageTooLarge, PeerUnreachable, ProtocolError, RemoteError, Timeout
-from .outbound import IDLE_CHECK_AFTER, OutboundConnection, dial_timeout
+from .outbound import IDLE_CHECK_AFTER, NO_OPTIONS, OutboundConnection, dial_timeout
 from .outbox import LoopOutbox, outbox
 from .pool import Pool
 from .waiters import AsyncWaiter, FutureWaiter, Pending, Retired, Waiter
@@ -60,27 +60,27 @@ def effective_timeout() -> float | None:
     return timeout if timeout is not None else config.get("TIMEOUT")
 
 
-def call(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
+def call(host: str, port: int, key: bytes, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any],
          target: Any = None, timeout: float | None = None) -> Any:
     """Run connection ``key`` on the peer at host:port and return its result (blocking)."""
     if timeout is None:
-        timeout = effective_timeout()
+        timeout = call_timeout.get()
+        if timeout is None:
+            timeout = config.get("TIMEOUT")
     deadline = None if timeout is None else time.monotonic() + timeout
+    payload = [key, args, kwargs, NO_OPTIONS]
     for attempt in (1, 2):
         connection = POOL.get(host, port)
         reused = connection.calls_started > 0
-        waiter = Waiter()
         try:
-            request_id = connection.send_call(key, args, kwargs, waiter)
+            waiter, request_id, arrived = connection.call(payload, deadline)
         except PeerUnreachable:
             if reused and attempt == 1:     # a stale pooled socket: the call never left, dial again
                 continue
             raise
-        try:
-            arrived = connection.wait(waiter, deadline)
-        except BaseException:               # KeyboardInterrupt while waiting: cancel remotely
-            connection.abandon(request_id)
-            raise
+        frame = waiter.frame
+        if frame is not None and frame.kind is Kind.RESULT and type(frame.payload) is not wire.Flag:
+            return frame.payload            # the usual outcome, without finish()
         if not arrived:
             connection.abandon(request_id)
             raise Timeout(f"call to {registry.name_of(key)} on {connection.where} did not finish "
@@ -90,8 +90,8 @@ def call(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, An
                 continue
             raise type(waiter.error)(str(waiter.error), peer=connection.where) \
                 if isinstance(waiter.error, (PeerUnreachable, Timeout)) else waiter.error
-        assert waiter.frame is not None
-        return finish(waiter.frame, connection.where, key, target)
+        assert frame is not None
+        return finish(frame, connection.where, key, target)
     raise PeerUnreachable(f"could not reach {host}:{port}", peer=f"{host}:{port}")
 
 

@@ -58,6 +58,7 @@ class FramedSocket:
         self.decoder = wire.FrameDecoder(max_message, expect_preamble, where)
         self._send_lock = threading.Lock()
         self._view = memoryview(bytearray(RECV_CHUNK))
+        self._tls = isinstance(sock, TLSChannel)
         self.closed = False
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
@@ -80,58 +81,54 @@ class FramedSocket:
         """Block until one frame arrives; None when the other side closed cleanly.
 
         Raises ProtocolError for bad bytes, PeerUnreachable (or Timeout, when the
-        socket has a timeout) for a broken socket.
+        socket has a timeout) for a broken socket. Frames read together stay in
+        the decoder until taken, so whichever thread reads next gets them.
         """
         decoder = self.decoder
         while True:
             frame = decoder.next_frame()
             if frame is not None:
                 return frame
-            if not self._read_once(None):
+            count = self._recv(None)
+            if not count:
                 return None
+            decoder.feed(self._view[:count])
 
     def receive_available(self, timeout: float | None = None) -> list[wire.Frame] | None:
         """Read once (waiting at most ``timeout`` seconds; None = block) and return every complete
         frame: possibly [] (partial data or timeout). None when the other side closed cleanly.
 
-        Waiting uses poll, not a socket timeout, so concurrent senders are unaffected.
+        Every complete frame is returned at once, so none is ever left behind for
+        the next call (do not mix with :meth:`receive`). Waiting uses poll, not a
+        socket timeout, so concurrent senders are unaffected.
         """
-        decoder = self.decoder
-        frames: list[wire.Frame] = []
-        while (frame := decoder.next_frame()) is not None:
-            frames.append(frame)
-        if frames:
-            return frames
-        if not self._read_once(timeout):
-            return None
-        while (frame := decoder.next_frame()) is not None:
-            frames.append(frame)
-        return frames
+        count = self._recv(timeout)
+        if count:
+            return self.decoder.decode(self._view[:count]) if count > 0 else []
+        return None
 
-    def _read_once(self, timeout: float | None) -> bool:
-        """One recv into the reusable buffer, fed to the decoder. False on a clean close.
+    def _recv(self, timeout: float | None) -> int:
+        """One recv into the reusable buffer: bytes read, -1 if none came within ``timeout``,
+        0 on a clean close.
 
         Receiving into one preallocated buffer matters: ``recv(n)`` would allocate
         (and page in) an n-byte object per call.
         """
         try:
             if timeout is not None and not _readable(self.sock, timeout):
-                return True
-            if isinstance(self.sock, TLSChannel):
+                return -1
+            if self._tls:
                 # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
                 count = self.sock.recv_into_within(self._view, timeout)
                 if count is None:
-                    return True
+                    return -1
             else:
                 count = self.sock.recv_into(self._view)
         except OSError as exc:
             raise _as_net_error(exc, self.where, "receiving from") from exc
-        if not count:
-            if self.decoder.buffered:
-                raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
-            return False
-        self.decoder.feed(self._view[:count])
-        return True
+        if not count and self.decoder.buffered:
+            raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
+        return count
 
     def close(self) -> None:
         if self.closed:

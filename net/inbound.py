@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import traceback
+from time import monotonic
 from typing import Any, Callable
 
 from . import context, handoff, registry, streams, transport, wire
@@ -25,6 +26,8 @@ from .framed import SMALL_BODY, FramedSocket
 from .wire import Kind
 
 log = logging.getLogger("net")
+CALL, NOTIFY, RESULT, ERROR = Kind.CALL, Kind.NOTIFY, Kind.RESULT, Kind.ERROR
+current_request = context.current_request
 HANDOFF_AFTER = 0.003           # a handler running longer than this gets its reading role taken over
 
 
@@ -148,6 +151,7 @@ class InboundConnection:
         """Returns True when the reading role was taken over, False when the connection ended."""
         framed = self.framed
         assert framed is not None
+        lock = self._lock
         while True:
             try:
                 frame = framed.receive()
@@ -164,13 +168,20 @@ class InboundConnection:
                 return False
             if frame is None:
                 return False
-            with self._lock:
+            kind, request_id, payload = frame
+            is_call = kind is CALL or kind is NOTIFY
+            lock.acquire()
+            try:
                 if self.retired:            # closed as idle: this frame is never run (caller resends)
                     return False
-                self.last_activity = time.monotonic()
-                if frame.request_id > self.last_request and (frame.kind is Kind.CALL or frame.kind is Kind.NOTIFY):
-                    self.last_request = frame.request_id
-            if not self._handle(frame, generation):
+                self.last_activity = monotonic()
+                if is_call and request_id > self.last_request:
+                    self.last_request = request_id
+            finally:
+                lock.release()
+            if is_call:
+                self._dispatch(request_id, payload, kind is CALL, generation)
+            elif not self._handle(frame):
                 return False
             if self.generation != generation:
                 return True
@@ -192,11 +203,10 @@ class InboundConnection:
         with contextlib.suppress(NetError):
             framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}", "last_request": self.last_request})
 
-    def _handle(self, frame: wire.Frame, generation: int) -> bool:
+    def _handle(self, frame: wire.Frame) -> bool:
+        """Every frame but a call (see :meth:`_dispatch`); False when the connection must end."""
         kind = frame.kind
-        if kind is Kind.CALL or kind is Kind.NOTIFY:
-            self._dispatch(frame.request_id, frame.payload, kind is Kind.CALL, generation)
-        elif kind is Kind.PING:
+        if kind is Kind.PING:
             self._send(Kind.PONG, frame.request_id, None)
         elif kind is Kind.CANCEL:
             state = self.active.get(frame.request_id)
@@ -243,23 +253,32 @@ class InboundConnection:
             return
         if _is_async(handler):
             self._run_async(state, handler, args, kwargs, reply)
-        elif self.server.handler_slots.try_acquire():
-            self._run_inline(generation, state, handler, args, kwargs, reply)
-        else:
+            return
+        slots = self.server.handler_slots
+        if not slots.try_acquire():
             self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply)
-
-    def _run_inline(self, generation: int, state: context.RequestState, handler: Callable[..., Any],
-                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
-        """Run on the reader thread; the watchdog hands reading to another thread if it drags on."""
-        self.inline_since = time.monotonic()
+            return
+        # Run on the reader thread (the watchdog hands reading to another thread if it drags
+        # on). The reply goes out first; the bookkeeping after it is off the caller's clock.
+        self.inline_since = monotonic()
         self.server.watchdog.watch(self)
+        token = current_request.set(state)
         try:
-            self._run_sync(state, handler, args, kwargs, reply)
+            try:
+                outcome, value = RESULT, handler(*args, **kwargs)
+            except BaseException as exc:    # the caller gets every failure as a RemoteError
+                outcome, value = ERROR, self._failed(handler, exc, reply)
+            finally:
+                current_request.reset(token)
+            if reply:
+                self._send(outcome, request_id, value)
         finally:
-            self.server.handler_slots.release()
-            with self._lock:
-                if self.generation == generation:
-                    self.inline_since = None
+            slots.release()
+            self.active.pop(request_id, None)
+            self._lock.acquire()
+            if self.generation == generation:
+                self.inline_since = None
+            self._lock.release()
 
     def _run_pooled(self, state: context.RequestState, handler: Callable[..., Any],
                     args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
@@ -276,13 +295,17 @@ class InboundConnection:
             result = handler(*args, **kwargs)
             outcome = (Kind.RESULT, result)
         except BaseException as exc:        # the caller gets every failure as a RemoteError
-            if not reply:
-                log.warning("net: handler %s failed for %s: %s",
-                            getattr(handler, "__qualname__", handler), self.where, exc)
-            outcome = (Kind.ERROR, error_payload(exc))
+            outcome = (Kind.ERROR, self._failed(handler, exc, reply))
         finally:
             context.current_request.reset(request_token)
         self._finish(state, outcome, reply)
+
+    def _failed(self, handler: Callable[..., Any], exc: BaseException, reply: bool) -> dict[str, str]:
+        """What a failed handler's caller is told; logged when there is no caller to tell."""
+        if not reply:
+            log.warning("net: handler %s failed for %s: %s",
+                        getattr(handler, "__qualname__", handler), self.where, exc)
+        return error_payload(exc)
 
     def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:

@@ -12,19 +12,22 @@ import itertools
 import logging
 import threading
 import time
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from . import config, transport, wire
 from .context import dial_timeout as dial_timeout_override
 from .errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from .waiters import Pending, Retired, Waiter
-from .wire import Kind
+from .wire import HEADER, MAX_REQUEST_ID, Kind
 
 if TYPE_CHECKING:
     from .pool import Pool
 
 log = logging.getLogger("net")
 IDLE_CHECK_AFTER = 0.05     # seconds of quiet after which a pooled connection is checked before use
+CALL, RESULT, ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
+NO_OPTIONS: dict[str, Any] = {}     # a call's options when it has none (packed as is, never changed)
 
 
 def dial_timeout() -> float:
@@ -48,7 +51,8 @@ class OutboundConnection:
         self.port = port
         self.where = f"{host}:{port}"
         self.dial_timeout = dial_timeout()
-        self.framed = transport.dial(host, port, self.dial_timeout, config.get("MAX_MESSAGE"))
+        self.max_message = config.get("MAX_MESSAGE")
+        self.framed = transport.dial(host, port, self.dial_timeout, self.max_message)
         self.opened = time.monotonic()
         self.pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
@@ -69,37 +73,27 @@ class OutboundConnection:
     def send_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                   kind: Kind = Kind.CALL, options: dict[str, Any] | None = None) -> int:
         """Register ``pending`` and send the call; raises before anything is registered if it can't go."""
-        request_id, header, body = self._frame(kind, [key, args, kwargs, options or {}])
-        return self._send_registered(request_id, header, body, pending)
+        return self.send(kind, [key, args, kwargs, options or NO_OPTIONS], pending)
 
     def send_packed_call(self, body: bytes, pending: Pending) -> int:
         """Like :meth:`send_call` for a payload already packed by the caller (event batches)."""
-        request_id, header, body = self._frame(Kind.CALL, body, packed=True)
-        return self._send_registered(request_id, header, body, pending)
+        return self.send(Kind.CALL, body, pending, packed=True)
 
-    def _frame(self, kind: Kind, payload: Any, packed: bool = False) -> tuple[int, bytes, bytes]:
-        """A fresh request id and its frame; raises (nothing registered) if the call cannot go."""
-        if self.dead is not None:
-            raise self.dead
-        request_id = self.next_id()
-        limit = self.framed.max_message
-        if packed:
-            header, body = wire.packed_frame(kind, request_id, payload, max_message=limit)
-        else:
-            header, body = wire.encode_frame(kind, request_id, payload, max_message=limit)
-        return request_id, header, body
+    def send(self, kind: Kind, payload: Any, pending: Pending, packed: bool = False) -> int:
+        """Frame ``payload`` under a fresh request id, register ``pending`` for the reply, send.
 
-    def _register(self, request_id: int, pending: Pending) -> None:
-        if not self.pending:
-            self.last_heard = time.monotonic()      # the silence clock starts when someone waits
-        self.pending[request_id] = pending
-
-    def _send_registered(self, request_id: int, header: bytes, body: bytes, pending: Pending) -> int:
-        self._register(request_id, pending)
+        Raises (with nothing registered) if the call cannot go. Flat on purpose:
+        every call goes through here.
+        """
+        request_id, header, body = self._frame(kind, payload, packed)
+        pending_by_id = self.pending
+        if not pending_by_id:
+            self.last_heard = monotonic()      # the silence clock starts when someone waits
+        pending_by_id[request_id] = pending
         try:
             self.framed.send_encoded(header, body)
         except NetError as exc:
-            if self.pending.pop(request_id, None) is None:
+            if pending_by_id.pop(request_id, None) is None:
                 # Already answered or failed by a reader while we were still sending (e.g. the
                 # peer refused the call's size and closed): the waiter holds the real outcome.
                 return request_id
@@ -110,6 +104,21 @@ class OutboundConnection:
             self._wake.set()            # nobody will lead for it: make sure the background reads
         return request_id
 
+    def _frame(self, kind: Kind, payload: Any, packed: bool = False) -> tuple[int, bytes, bytes]:
+        """A fresh request id and its frame; raises (nothing registered) if the call cannot go."""
+        if self.dead is not None:
+            raise self.dead
+        request_id = next(self._ids) & MAX_REQUEST_ID or self.next_id()
+        body = payload if packed else wire.pack(payload)
+        if len(body) > self.max_message:
+            raise wire.too_large(len(body), self.max_message)
+        return request_id, HEADER.pack(len(body), kind, request_id), body
+
+    def _register(self, request_id: int, pending: Pending) -> None:
+        if not self.pending:
+            self.last_heard = monotonic()      # the silence clock starts when someone waits
+        self.pending[request_id] = pending
+
     def register_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                       options: dict[str, Any] | None = None) -> tuple[int, bytes]:
         """Like :meth:`send_call` but returns the framed call instead of sending it.
@@ -117,7 +126,7 @@ class OutboundConnection:
         For :class:`LoopOutbox`, which sends the calls made during one turn of an
         event loop together (:meth:`send_batch`).
         """
-        request_id, header, body = self._frame(Kind.CALL, [key, args, kwargs, options or {}])
+        request_id, header, body = self._frame(Kind.CALL, [key, args, kwargs, options or NO_OPTIONS])
         self._register(request_id, pending)
         self.calls_started += 1
         return request_id, header + body
@@ -167,6 +176,30 @@ class OutboundConnection:
                 self._read_lock.release()
         return self.dead is None
 
+    def call(self, payload: Any, deadline: float | None) -> tuple[Waiter, int, bool]:
+        """Send a CALL and block for its outcome: (settled waiter, request id, arrived before deadline).
+
+        Every blocking call runs this: send, then read replies ourselves while
+        nobody else is reading (see :meth:`wait`). Interrupted (e.g. Ctrl-C), it
+        tells the peer to cancel the call.
+        """
+        waiter = Waiter()
+        request_id = self.send(CALL, payload, waiter)
+        try:
+            if deadline is None and self._read_lock.acquire(False):
+                try:
+                    while waiter.frame is None and waiter.error is None:
+                        self._pump(None)
+                finally:
+                    self._read_lock.release()
+                    if self.pending:
+                        self._wake.set()
+                return waiter, request_id, True
+            return waiter, request_id, self.wait(waiter, deadline)
+        except BaseException:
+            self.abandon(request_id)
+            raise
+
     # -- reading -------------------------------------------------------------------------------
     def wait(self, waiter: Waiter, deadline: float | None) -> bool:
         """Block until ``waiter`` is settled, reading frames ourselves when nobody else is.
@@ -174,7 +207,7 @@ class OutboundConnection:
         Returns False if ``deadline`` (a monotonic time) passed first.
         """
         while waiter.frame is None and waiter.error is None:
-            if self._read_lock.acquire(blocking=False):
+            if self._read_lock.acquire(False):
                 try:
                     while waiter.frame is None and waiter.error is None:
                         if deadline is None:
@@ -205,9 +238,16 @@ class OutboundConnection:
             if frames is None:
                 raise PeerUnreachable(f"{self.where} closed the connection", peer=self.where)
             if frames:
-                self.last_heard = time.monotonic()
+                self.last_heard = monotonic()
+                pending = self.pending
                 for frame in frames:
-                    self._route(frame)
+                    kind = frame.kind
+                    if kind is RESULT or kind is ERROR:     # the usual reply, routed inline
+                        waiter = pending.pop(frame.request_id, None)
+                        if waiter is not None:
+                            waiter.deliver(frame)
+                    else:
+                        self._route(frame)
         except FrameTooLarge as exc:
             waiter = self.pending.pop(exc.request_id, None) if exc.request_id else None
             log.warning("net: dropping connection to %s: %s", self.where, exc)

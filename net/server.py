@@ -31,35 +31,49 @@ IDLE_LOOKS = 50                 # looks without inline work before the watchdog 
 
 
 class HandlerSlots:
-    """Counts synchronous handlers running (at most ``limit``); cheaper than a Semaphore when free."""
+    """Counts synchronous handlers running (at most ``limit``), without a lock when a slot is free.
+
+    One token per free slot in a list: ``list.pop`` and ``list.append`` are atomic
+    in CPython, so taking and returning a slot costs no lock on the call path.
+    A waiter counts itself in ``waiting`` *before* it looks for a token, so a
+    releaser that then finds ``waiting`` at 0 knows nobody can miss its token.
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.running = 0
         self.waiting = 0
-        self._lock = threading.Lock()
-        self._freed = threading.Condition(self._lock)
+        self._free: list[None] = [None] * limit
+        self._freed = threading.Condition(threading.Lock())
+
+    @property
+    def running(self) -> int:
+        return self.limit - len(self._free)
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free, without waiting."""
-        with self._lock:
-            if self.running < self.limit:
-                self.running += 1
-                return True
+        try:
+            self._free.pop()
+        except IndexError:
             return False
+        return True
 
     def acquire_blocking(self) -> None:
         with self._freed:
             self.waiting += 1
-            while self.running >= self.limit:
-                self._freed.wait()
-            self.waiting -= 1
-            self.running += 1
+            try:
+                while True:
+                    try:
+                        self._free.pop()
+                        return
+                    except IndexError:
+                        self._freed.wait()
+            finally:
+                self.waiting -= 1
 
     def release(self) -> None:
-        with self._lock:
-            self.running -= 1
-            if self.waiting:
+        self._free.append(None)
+        if self.waiting:
+            with self._freed:
                 self._freed.notify()
 
 

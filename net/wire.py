@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import struct
+from collections import deque
 import threading
 from enum import IntEnum
 from typing import Any, Iterator, NamedTuple
@@ -81,6 +82,9 @@ class Frame(NamedTuple):
     payload: Any
 
 
+_new_frame = tuple.__new__      # Frame(...) runs Python code per frame; this is the same tuple, in C
+
+
 class Flag(str):
     """A flag id returned by a handler; travels as a msgpack extension, not as text."""
 
@@ -111,6 +115,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
+_unpackb = msgpack.unpackb      # options as in :func:`unpack` wherever it is called
 _packers = threading.local()    # a Packer is not thread-safe, and building one per call is slow
 
 
@@ -132,8 +137,7 @@ def pack(value: Any) -> bytes:
 def unpack(data: bytes | memoryview) -> Any:
     """Decode one payload; any malformation becomes :class:`ProtocolError`."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook,
-                               use_list=True)
+        return _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
     except ProtocolError:
         raise
     except Exception as exc:    # msgpack raises several unrelated types for bad input
@@ -153,11 +157,16 @@ def array_header(length: int) -> bytes:
     return b"\xdd" + length.to_bytes(4, "big")
 
 
+def too_large(size: int, max_message: int) -> MessageTooLarge:
+    """The error for a message of ``size`` bytes over the sender's limit."""
+    return MessageTooLarge(f"message of {size:,} bytes exceeds the limit of {max_message:,} "
+                           f"bytes (NET_MAX_MESSAGE)")
+
+
 def packed_frame(kind: Kind, request_id: int, body: bytes, *, max_message: int) -> list[bytes]:
     """Frame an already msgpack-encoded payload (see :func:`array_header`)."""
     if len(body) > max_message:
-        raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
-                              f"bytes (NET_MAX_MESSAGE)")
+        raise too_large(len(body), max_message)
     return [HEADER.pack(len(body), kind, request_id), body]
 
 
@@ -195,8 +204,7 @@ def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
     """Frame one message. Returns [header, body] so large bodies are never copied to join them."""
     body = pack(payload)
     if len(body) > max_message:
-        raise MessageTooLarge(f"message of {len(body):,} bytes exceeds the limit of {max_message:,} "
-                              f"bytes (NET_MAX_MESSAGE)")
+        raise too_large(len(body), max_message)
     return [HEADER.pack(len(body), kind, request_id), body]
 
 
@@ -233,6 +241,8 @@ class FrameDecoder:
         # the other side's preamble, with these modes, before the first frame.
         self.expect_preamble = expect_preamble
         self.where = where
+        # Frames decoded straight from fed data, not yet taken (see :meth:`feed`).
+        self._ready: deque[Frame] = deque()
 
     def _take_preamble(self) -> bool:
         """Consume and check the awaited preamble; False while it is incomplete."""
@@ -264,9 +274,53 @@ class FrameDecoder:
         return max(HEADER_SIZE + self._need[0] - len(self._buffer), 1)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Take received bytes (``data`` may be reused afterwards); :meth:`next_frame` returns them.
+
+        When nothing is buffered (the usual case: each read holds whole frames),
+        complete frames are decoded straight from ``data`` without copying it
+        into the buffer. Whatever that fast path does not like (an oversized or
+        unknown frame, a bad payload) is left in the buffer, where
+        :meth:`next_frame` raises for it after returning the frames before it.
+        """
         if self._broken is not None:
             raise self._broken
-        self._buffer += data
+        if self._buffer or self.expect_preamble is not None:
+            self._buffer += data
+        else:
+            self._ready.extend(self._split(data))
+
+    def decode(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """:meth:`feed` ``data``, then return every complete frame (:meth:`drain`) in one step."""
+        if self._buffer or self._ready or self.expect_preamble is not None or self._broken is not None:
+            self.feed(data)
+            return self.drain()
+        frames = self._split(data)
+        if self._buffer:                # a partial frame, or one the fast path refused: raise now
+            while (frame := self.next_frame()) is not None:
+                frames.append(frame)
+        return frames
+
+    def _split(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """The complete frames at the start of ``data``; what follows them goes to the buffer."""
+        frames = []
+        size = len(data)
+        offset = 0
+        while size - offset >= HEADER_SIZE:
+            length, kind, request_id = HEADER.unpack_from(data, offset)
+            end = offset + HEADER_SIZE + length
+            known = _KIND_BY_VALUE.get(kind)
+            if end > size or length > self.max_message or known is None:
+                break
+            try:
+                payload = _unpackb(data[offset + HEADER_SIZE:end], raw=False, strict_map_key=False,
+                                   ext_hook=_ext_hook)
+            except Exception:           # left to next_frame, which raises the ProtocolError
+                break
+            frames.append(_new_frame(Frame, (known, request_id, payload)))
+            offset = end
+        if offset < size:
+            self._buffer += data[offset:]
+        return frames
 
     def frames(self) -> Iterator[Frame]:
         """Yield every complete frame buffered so far."""
@@ -276,7 +330,22 @@ class FrameDecoder:
                 return
             yield frame
 
+    def drain(self) -> list[Frame]:
+        """Every complete frame received so far, as a list (raises like :meth:`next_frame`)."""
+        ready = self._ready
+        if ready:
+            frames = list(ready)
+            ready.clear()
+        else:
+            frames = []
+        if self._buffer or self._broken is not None:
+            while (frame := self.next_frame()) is not None:
+                frames.append(frame)
+        return frames
+
     def next_frame(self) -> Frame | None:
+        if self._ready:
+            return self._ready.popleft()
         if self._broken is not None:
             raise self._broken
         if self.expect_preamble is not None and not self._take_preamble():
@@ -307,7 +376,7 @@ class FrameDecoder:
         except ProtocolError as exc:
             self._broken = exc
             raise
-        return Frame(_KIND_BY_VALUE[kind], request_id, payload)
+        return _new_frame(Frame, (_KIND_BY_VALUE[kind], request_id, payload))
 
     def _fail(self, message: str) -> None:
         self._broken = ProtocolError(message)

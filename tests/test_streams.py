@@ -150,6 +150,14 @@ def test_stalled_streams_hold_no_worker_thread(spawn, monkeypatch):
         assert "finally" in calls.observed(tag, "finally", peer=p.id)
 
 
+def test_net_workers_bounds_the_handlers_running_at_once(spawn):
+    """Six slow calls at once on a peer with NET_WORKERS=2: two run at a time, all finish."""
+    p = spawn("calls", env=peer_env(NET_WORKERS="2"))
+    futures = [calls.overlapping_sleep.submit(0.3, peer=p.id) for _ in range(6)]
+    assert [f.result(timeout=20) for f in futures] == [0.3] * 6
+    assert calls.most_overlapping(peer=p.id) == 2
+
+
 def test_error_mid_stream_arrives_after_the_items(spawn):
     p = spawn("calls")
     seen = []

@@ -202,3 +202,46 @@ def test_hostile_msgpack_payloads_are_protocol_errors_without_big_allocations(pa
         tracemalloc.stop()
     assert error is ProtocolError and frames == []
     assert peak < 4 * len(data) + 256 * 1024
+
+
+def test_frames_before_a_bad_one_are_delivered_then_the_error():
+    """The decode fast path never drops good frames that share a read with a bad one."""
+    good = b"".join(wire.frame_bytes(Kind.RESULT, i, i, max_message=LIMIT) for i in (1, 2))
+    bad = struct.pack("!IBI", 1, 200, 3) + b"\xc0"              # unknown frame kind
+    decoder = FrameDecoder(LIMIT)
+    decoder.feed(good + bad)
+    assert [decoder.next_frame().payload for _ in range(2)] == [1, 2]
+    with pytest.raises(ProtocolError, match="unknown frame kind"):
+        decoder.next_frame()
+
+
+def test_decode_returns_whole_frames_and_keeps_a_partial_tail():
+    frames = [wire.frame_bytes(Kind.RESULT, i, "x" * i, max_message=LIMIT) for i in range(1, 4)]
+    data = b"".join(frames)
+    cut = len(frames[0]) + len(frames[1]) + 5                  # inside the third frame's payload
+    decoder = FrameDecoder(LIMIT)
+    assert [f.request_id for f in decoder.decode(data[:cut])] == [1, 2]
+    assert decoder.buffered == 5
+    assert decoder.decode(data[cut:]) == [Frame(Kind.RESULT, 3, "xxx")]
+    assert decoder.buffered == 0
+
+
+def test_decode_raises_at_once_for_a_bad_payload_behind_good_frames():
+    """No waiting for another read (which may never come) to report a bad frame already here."""
+    good = wire.frame_bytes(Kind.RESULT, 1, "ok", max_message=LIMIT)
+    bad = struct.pack("!IBI", 1, Kind.RESULT, 2) + b"\xc1"     # 0xc1: never used in msgpack
+    decoder = FrameDecoder(LIMIT)
+    with pytest.raises(ProtocolError, match="undecodable"):
+        decoder.decode(good + bad)
+    # The connection is dropped on that error; the decoder stays dead.
+    with pytest.raises(ProtocolError):
+        decoder.decode(good)
+
+
+def test_a_read_that_reuses_its_buffer_does_not_change_decoded_frames():
+    """Frames decoded straight from a receive buffer must not point into it."""
+    buffer = bytearray(wire.frame_bytes(Kind.RESULT, 1, [b"abc", "d"], max_message=LIMIT))
+    decoder = FrameDecoder(LIMIT)
+    [frame] = decoder.decode(memoryview(buffer))
+    buffer[:] = bytes(len(buffer))
+    assert frame.payload == [b"abc", "d"]

@@ -57,6 +57,28 @@ def sleep(seconds):
     return seconds
 
 
+_overlap = {"now": 0, "most": 0}
+
+
+@net.connect()
+def overlapping_sleep(seconds):
+    """Sleep, counting how many of these run at the same moment (see ``most_overlapping``)."""
+    with _changed:
+        _overlap["now"] += 1
+        _overlap["most"] = max(_overlap["most"], _overlap["now"])
+    try:
+        time.sleep(seconds)
+    finally:
+        with _changed:
+            _overlap["now"] -= 1
+    return seconds
+
+
+@net.connect()
+def most_overlapping():
+    return _overlap["most"]
+
+
 @net.connect()
 async def wait_for_cancel(token):
     _record(token, "started")
