@@ -75,23 +75,33 @@ class PeerProcess:
             pass
         self._stdout.put(None)
 
-    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
-        """Read stdout until a line starting with ``prefix``; fail with the process's output."""
+    def next_line(self, prefix: str, timeout: float) -> str | None:
+        """The next stdout line starting with ``prefix``, or None if none came within ``timeout``.
+
+        Unlike :meth:`wait_for` it leaves the process running: for tests that poll
+        ("nothing yet? act, then look again").
+        """
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                break
+                return None
             try:
                 line = self._stdout.get(timeout=remaining)
             except queue.Empty:
-                break
+                return None
             if line is None:
                 self._stdout.put(None)          # stays at end of file for later readers
-                break
+                return None
             self.lines.append(line)
             if line.startswith(prefix):
                 return line
+
+    def wait_for(self, prefix: str, timeout: float = 20.0) -> str:
+        """Read stdout until a line starting with ``prefix``; else stop the process and fail with its output."""
+        line = self.next_line(prefix, timeout)
+        if line is not None:
+            return line
         if self.proc.poll() is None:
             self.proc.kill()
         try:

@@ -353,6 +353,38 @@ def test_frozen_subscriber_is_pruned_by_the_heartbeat_while_a_good_one_goes_on(s
         frozen.signal(signal.SIGCONT)
 
 
+def test_a_pruned_subscriber_receives_again_once_it_answers_and_renews(spawn, monkeypatch):
+    """What a cut link needs, on loopback: pruned while silent, back by its own lease renewal."""
+    monkeypatch.setattr(net, "HEARTBEAT", 2.0)
+    name = unique("thawed")
+    trigger = publisher_hook(name)
+    sub = subscriber(spawn, name, me(), NET_LEASE="0.5")
+    trigger(0)
+    assert received(sub, name, count=1) == [0]
+    sub.signal(signal.SIGSTOP)
+    try:
+        trigger(1)                      # in flight, never acknowledged while frozen
+        wait_until(lambda: sub.id not in records(name), timeout=20, what="the frozen subscriber to be pruned")
+    finally:
+        sub.signal(signal.SIGCONT)
+    # At-most-once: what was queued or fired before its lease is back may be lost, new events must arrive.
+    # Poll with next_line: wait_for (and so received) stops the process when nothing comes in time.
+    prefix = f"EVENT {name} "
+    deadline = time.monotonic() + 20
+    seen: list[int] = []
+    value = 100
+    while not any(v >= 100 for v in seen):
+        assert time.monotonic() < deadline, f"the thawed subscriber never received again (saw {seen})"
+        trigger(value)
+        value += 1
+        line = sub.next_line(prefix, timeout=0.5)
+        if line is not None:
+            seen.append(int(line[len(prefix):]))
+        assert sub.proc.poll() is None, f"the subscriber exited (saw {seen})"
+    assert seen == sorted(set(seen)), "in order, none twice"
+    assert sub.id in records(name)
+
+
 @pytest.mark.netns
 def test_subscribe_to_all_peers_finds_a_publisher_on_another_lan_host(netlab):
     """The spec's ``@net.subscribe("some_event")`` (no filters) across a private namespace LAN."""
