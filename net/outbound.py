@@ -57,6 +57,7 @@ class OutboundConnection:
         self.pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
         self.last_heard = time.monotonic()
+        self.unanswered = False         # a request went out and nothing was heard since
         self.last_ping = 0.0
         self.dead: NetError | None = None
         self.calls_started = 0
@@ -86,9 +87,9 @@ class OutboundConnection:
         every call goes through here.
         """
         request_id, header, body = self._frame(kind, payload, packed)
+        if not self.unanswered:
+            self._start_silence_clock()
         pending_by_id = self.pending
-        if not pending_by_id:
-            self.last_heard = monotonic()      # the silence clock starts when someone waits
         pending_by_id[request_id] = pending
         try:
             self.framed.send_encoded(header, body)
@@ -115,9 +116,19 @@ class OutboundConnection:
         return request_id, HEADER.pack(len(body), kind, request_id), body
 
     def _register(self, request_id: int, pending: Pending) -> None:
-        if not self.pending:
-            self.last_heard = monotonic()      # the silence clock starts when someone waits
+        if not self.unanswered:
+            self._start_silence_clock()
         self.pending[request_id] = pending
+
+    def _start_silence_clock(self) -> None:
+        """A request now waits for an answer: the heartbeat counts silence from here.
+
+        Not restarted by later requests until something is heard, so calls that
+        each give up before NET_HEARTBEAT (or are abandoned) cannot hide a frozen
+        peer from the heartbeat monitor.
+        """
+        self.unanswered = True
+        self.last_heard = monotonic()
 
     def register_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                       options: dict[str, Any] | None = None) -> tuple[int, bytes]:
@@ -207,10 +218,9 @@ class OutboundConnection:
                 raise
             self.calls_started += 1
             waiter = Led()
-            pending = self.pending
-            if not pending:
-                self.last_heard = monotonic()  # the silence clock starts when someone waits
-            pending[request_id] = waiter
+            if not self.unanswered:
+                self._start_silence_clock()
+            self.pending[request_id] = waiter
             try:
                 while waiter.frame is None and waiter.error is None:
                     if self.dead is not None:       # died before we registered: nobody failed us
@@ -265,6 +275,7 @@ class OutboundConnection:
                 raise PeerUnreachable(f"{self.where} closed the connection", peer=self.where)
             if frames:
                 self.last_heard = monotonic()
+                self.unanswered = False
                 pending = self.pending
                 for frame in frames:
                     kind = frame.kind

@@ -64,11 +64,12 @@ class Pool:
     def _watch(self) -> None:
         """Ping connections that have callers waiting; kill those silent for NET_HEARTBEAT.
 
-        Checks every ``limit/8`` (at most 1 s) and declares a connection dead once
-        it has been silent for ``limit`` minus one check interval, so a dead or
-        frozen peer is always detected within NET_HEARTBEAT of the last thing it
-        sent. Pings go out after ``limit/4`` of silence, so a PONG has more than
-        half the limit to come back on a busy machine.
+        Checks every ``limit/8`` (at most 1 s). Pings go out after ``limit/4`` of
+        silence with calls waiting; a connection is declared dead once it has been
+        silent for ``limit`` minus one check interval *and* a ping sent in that
+        silence has gone unanswered for half the limit, so a dead or frozen peer
+        under steady calls is detected within NET_HEARTBEAT of the last thing it
+        sent, and a PONG always has half the limit to come back on a busy machine.
         """
         while True:
             limit = config.get("HEARTBEAT")
@@ -92,9 +93,13 @@ class Pool:
                         f"{connection.dial_timeout:g}s: not a net peer?", peer=connection.where))
                     continue
                 silent = now - connection.last_heard
-                if silent > limit - interval:
+                # Dead only if a ping sent during this silence went unanswered for half the
+                # limit: silence can also build up over calls that each gave up early (see
+                # OutboundConnection._start_silence_clock), on a peer that would still answer.
+                pinged = connection.last_ping > connection.last_heard and now - connection.last_ping >= limit / 2
+                if silent > limit - interval and pinged:
                     connection._die(PeerUnreachable(
                         f"{connection.where} stopped answering: nothing heard for {silent:.1f}s "
                         f"with calls in flight (NET_HEARTBEAT={limit:g})", peer=connection.where))
-                elif silent > limit / 4 and now - connection.last_ping > limit / 4:
-                    connection.ping()
+                elif silent > limit / 4 and connection.last_ping <= connection.last_heard:
+                    connection.ping()       # one per silence: TCP delivers it, or the link is gone

@@ -76,6 +76,29 @@ def test_frozen_callee_is_detected_by_heartbeats(spawn, monkeypatch):
     assert basic.add(1, 1, peer=p.id) == 2          # thawed: reachable again on a new connection
 
 
+def test_a_frozen_callee_is_detected_even_when_every_call_times_out_first(spawn, monkeypatch):
+    """Calls that give up before NET_HEARTBEAT must not restart the silence clock for the next one."""
+    monkeypatch.setattr(net, "HEARTBEAT", 2.0)
+    p = spawn("basic", "trusty")
+    assert basic.add(1, 1, peer=p.id) == 2
+    p.signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        errors = []
+        while time.monotonic() - stopped < 8 and not any(isinstance(e, net.PeerUnreachable) for e in errors):
+            try:
+                with net.timeout(0.5):
+                    basic.add(1, 1, peer=p.id)
+            except (net.Timeout, net.PeerUnreachable) as exc:
+                errors.append(exc)
+        unreachable = [e for e in errors if isinstance(e, net.PeerUnreachable)]
+        assert unreachable and "stopped answering" in str(unreachable[0]), errors
+        assert time.monotonic() - stopped < 2.0 + 3
+    finally:
+        p.signal(signal.SIGCONT)
+    assert basic.add(1, 1, peer=p.id) == 2
+
+
 def test_peer_killed_and_restarted_on_the_same_port_is_reconnected(spawn):
     env = peer_env()
     first = spawn("basic", env=env)
