@@ -156,13 +156,35 @@ def best_time(action: Callable[[], object], repeat: int) -> float:
     return best
 
 
-def measure_raw(port: int, small: bytes, big: bytes, count: int, threads: int, per_thread: int,
-                repeat_big: int) -> dict[str, float]:
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run every measure once per round, round after round; each measure's figures, by round.
+
+    On a shared machine whose speed drifts by tens of percent within a minute,
+    comparing figures from the same round (ratio per round, then the median of
+    those) is far steadier than comparing one long run of each.
+    """
+    figures: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            figures[name].append(measure())
+    return figures
+
+
+def ratio_per_round(figures: dict[str, list[float]], name: str, baseline_name: str = "raw") -> float:
+    """The median over rounds of ``name``'s figure divided by the baseline's in the same round."""
+    return median([ours / theirs for ours, theirs in zip(figures[name], figures[baseline_name])])
+
+
+def measure_raw_big_and_first(port: int, small: bytes, big: bytes, repeat_big: int) -> dict[str, float]:
+    """Raw-socket time of a big echo and of connect + first small call."""
     client = RawClient(port)
-    figures = sequential(lambda: client.call(small), count)
-    figures["threads_calls_per_s"] = threaded(lambda: (lambda c=RawClient(port): c.call(small)),
-                                              threads, per_thread)
-    figures["big_echo_s"] = best_time(lambda: client.call(big), repeat_big)
+    figures = {"big_echo_s": best_time(lambda: client.call(big), repeat_big)}
 
     def first_call() -> None:
         fresh = RawClient(port)

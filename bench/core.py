@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import baseline  # noqa: E402
+import minimal_rpc  # noqa: E402
 
 baseline.use_loopback(29100)
 from net import client  # noqa: E402
@@ -62,20 +63,44 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     options = parser.parse_args()
-    count, per_thread, repeat_big = (2000, 300, 2) if options.quick else (20000, 2500, 5)
+    rounds, count, per_thread, repeat_big = (4, 500, 100, 2) if options.quick else (12, 2000, 300, 5)
     threads = 8
 
     raw_proc, raw_port = baseline.start_server(os.path.join(HERE, "baseline.py"), "serve", "0")
+    floor_proc, floor_port = baseline.start_server(os.path.join(HERE, "minimal_rpc.py"), "serve", "0")
     env = dict(os.environ, NET_PORT_START="29200", NET_PORT_RANGE="50")
     net_proc, net_port = baseline.start_server(os.path.join(HERE, "echo_peer.py"), env=env)
     try:
-        raw = baseline.measure_raw(int(raw_port), SMALL, BIG, count, threads, per_thread, repeat_big)
-        address = ("127.0.0.1", int(net_port))
         from echo_peer import echo
-        ours = baseline.sequential(lambda: echo(SMALL, peer=address), count)
-        ours["threads_calls_per_s"] = baseline.threaded(lambda: (lambda: echo(SMALL, peer=address)),
-                                                        threads, per_thread)
-        ours["big_echo_s"] = baseline.best_time(lambda: echo(BIG, peer=address), repeat_big)
+        address = ("127.0.0.1", int(net_port))
+        floor_address = ("127.0.0.1", int(floor_port))
+        raw_client = baseline.RawClient(int(raw_port))
+        floor = minimal_rpc.MinimalClient(int(floor_port), echo.key)            # net's wire, no features
+        floor_to_net = minimal_rpc.MinimalClient(int(net_port), echo.key)
+
+        # Sequential calls and 8 threads: every contender once per round, ratios taken per round.
+        sequential = {
+            "raw": lambda: raw_client.call(SMALL),
+            "net": lambda: echo(SMALL, peer=address),
+            "floor": lambda: floor.call(SMALL),
+            "client_side": lambda: echo(SMALL, peer=floor_address),     # net calling the floor server
+            "server_side": lambda: floor_to_net.call(SMALL),            # the floor client calling net
+        }
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in sequential}
+        seq = baseline.interleaved(
+            {name: (lambda name=name, call=call: _record(runs[name], baseline.sequential(call, count)))
+             for name, call in sequential.items()}, rounds)
+        thr = baseline.interleaved({
+            "raw": lambda: baseline.threaded(lambda: (lambda c=baseline.RawClient(int(raw_port)): c.call(SMALL)),
+                                             threads, per_thread),
+            "net": lambda: baseline.threaded(lambda: (lambda: echo(SMALL, peer=address)), threads, per_thread),
+        }, rounds)
+        raw_client.close()
+        floor.close()
+        floor_to_net.close()
+
+        raw = baseline.measure_raw_big_and_first(int(raw_port), SMALL, BIG, repeat_big)
+        ours = {"big_echo_s": baseline.best_time(lambda: echo(BIG, peer=address), repeat_big)}
 
         def first_call() -> None:
             client.POOL.close_all()
@@ -85,36 +110,59 @@ def main() -> None:
 
         # issue #8: asyncio and streams, against the same run's raw figures
         from echo_peer import chunks, echo_async, items
-        ours["acall_per_s"] = acall_throughput(lambda: echo.acall(SMALL, peer=address), count)
-        ours["acall_async_per_s"] = acall_throughput(lambda: echo_async.acall(SMALL, peer=address), count)
-        n_items = 20 * count
+        ours["acall_per_s"] = acall_throughput(lambda: echo.acall(SMALL, peer=address), rounds * count)
+        ours["acall_async_per_s"] = acall_throughput(lambda: echo_async.acall(SMALL, peer=address),
+                                                     rounds * count)
+        n_items = 20 * rounds * count
         ours["stream_items_per_s"] = stream_rate(lambda: items(n_items, 7, peer=address), 3)
         ours["stream_bytes_per_s"] = stream_rate(lambda: chunks(len(BIG), CHUNK, peer=address), repeat_big)
     finally:
         baseline.stop_server(raw_proc)
+        baseline.stop_server(floor_proc)
         baseline.stop_server(net_proc)
 
-    raw["acall_per_s"] = raw["acall_async_per_s"] = raw["threads_calls_per_s"]
-    raw["stream_items_per_s"] = raw["calls_per_s"]
-    raw["stream_bytes_per_s"] = len(BIG) / raw["big_echo_s"]
-    rows = [
-        ("sequential small calls/s", "calls_per_s", True, ">= 0.75x"),
-        ("sequential p50 (us)", "p50_us", False, ""),
-        ("sequential p99 (us)", "p99_us", False, ""),
-        (f"{threads} threads calls/s", "threads_calls_per_s", True, ">= 0.6x"),
-        ("16 MiB bytes echo (s)", "big_echo_s", False, "<= 3x time"),
-        ("first call to a new peer (s)", "first_call_s", False, "<= 2x time"),
-        (f"acall, {IN_FLIGHT} in flight, 1 loop/s", "acall_per_s", True, ">= 0.6x raw 8 threads"),
-        ("  same, async handler /s", "acall_async_per_s", True, "(vs raw 8 threads)"),
-        ("streamed small items/s", "stream_items_per_s", True, ">= 100,000/s (vs raw seq calls)"),
-        ("streamed bytes B/s", "stream_bytes_per_s", True, ">= 0.5x raw 16 MiB echo rate"),
-    ]
+    median = baseline.median
     print(f"net core benchmark, {date.today()}, {platform.machine()} {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}{' (quick)' if options.quick else ''}")
-    print(f"{'figure':32} {'raw socket':>12} {'net':>12} {'net/raw':>9}  target")
-    for label, key, _higher_better, target in rows:
-        ratio = ours[key] / raw[key]
-        print(f"{label:32} {raw[key]:12.6g} {ours[key]:12.6g} {ratio:8.2f}x  {target}")
+          f"Python {platform.python_version()}{' (quick)' if options.quick else ''}; "
+          f"calls and threads: median of {rounds} interleaved rounds")
+    print(f"{'figure':34} {'raw socket':>12} {'net':>12} {'net/raw':>9}  target")
+
+    def row(label: str, theirs: float, mine: float, ratio: float, target: str = "") -> None:
+        print(f"{label:34} {theirs:12.6g} {mine:12.6g} {ratio:8.2f}x  {target}")
+
+    def p(name: str, key: str) -> float:
+        return median([run[key] for run in runs[name]])
+
+    row("sequential small calls/s", median(seq["raw"]), median(seq["net"]),
+        baseline.ratio_per_round(seq, "net"), ">= 0.75x")
+    row("sequential p50 (us)", p("raw", "p50_us"), p("net", "p50_us"), p("net", "p50_us") / p("raw", "p50_us"))
+    row("sequential p99 (us)", p("raw", "p99_us"), p("net", "p99_us"), p("net", "p99_us") / p("raw", "p99_us"))
+    for name, label, note in (("floor", "  floor: minimal msgpack RPC/s", "(no features: bench/minimal_rpc.py)"),
+                              ("client_side", "  net client -> floor server/s", "(net's calling side)"),
+                              ("server_side", "  floor client -> net server/s", "(net's serving side)")):
+        row(label, median(seq["raw"]), median(seq[name]), baseline.ratio_per_round(seq, name), note)
+    row(f"{threads} threads calls/s", median(thr["raw"]), median(thr["net"]),
+        baseline.ratio_per_round(thr, "net"), ">= 0.6x")
+    row("16 MiB bytes echo (s)", raw["big_echo_s"], ours["big_echo_s"], ours["big_echo_s"] / raw["big_echo_s"],
+        "<= 3x time")
+    row("first call to a new peer (s)", raw["first_call_s"], ours["first_call_s"],
+        ours["first_call_s"] / raw["first_call_s"], "<= 2x time")
+    raw_threads, raw_seq = median(thr["raw"]), median(seq["raw"])
+    row(f"acall, {IN_FLIGHT} in flight, 1 loop/s", raw_threads, ours["acall_per_s"],
+        ours["acall_per_s"] / raw_threads, ">= 0.6x raw 8 threads")
+    row("  same, async handler /s", raw_threads, ours["acall_async_per_s"],
+        ours["acall_async_per_s"] / raw_threads, "(vs raw 8 threads)")
+    row("streamed small items/s", raw_seq, ours["stream_items_per_s"], ours["stream_items_per_s"] / raw_seq,
+        ">= 100,000/s (vs raw seq calls)")
+    raw_rate = len(BIG) / raw["big_echo_s"]
+    row("streamed bytes B/s", raw_rate, ours["stream_bytes_per_s"], ours["stream_bytes_per_s"] / raw_rate,
+        ">= 0.5x raw 16 MiB echo rate")
+
+
+def _record(runs: list[dict[str, float]], figures: dict[str, float]) -> float:
+    """Keep a sequential run's percentiles; its calls/s is the round's figure."""
+    runs.append(figures)
+    return figures["calls_per_s"]
 
 
 if __name__ == "__main__":

@@ -63,9 +63,8 @@ class OutboundConnection:
         self.calls_started = 0
         self._read_lock = threading.Lock()
         self._wake = threading.Event()
-        self._background = threading.Thread(target=self._background_reader, daemon=True,
-                                            name=f"net-client-{self.where}")
-        self._background.start()
+        self._background: threading.Thread | None = None    # started on first need (see _rouse)
+        self._background_lock = threading.Lock()
 
     def next_id(self) -> int:
         request_id = next(self._ids) & wire.MAX_REQUEST_ID
@@ -102,7 +101,7 @@ class OutboundConnection:
             raise
         self.calls_started += 1
         if type(pending) is not Waiter:
-            self._wake.set()            # nobody will lead for it: make sure the background reads
+            self._rouse()            # nobody will lead for it: make sure the background reads
         return request_id
 
     def _frame(self, kind: Kind, payload: Any, packed: bool = False) -> tuple[int, bytes, bytes]:
@@ -153,7 +152,7 @@ class OutboundConnection:
                     waiter.fail(Retired(f"could not send to {self.where}: {exc}", peer=self.where))
             self._die(exc)
             return
-        self._wake.set()                # nobody will lead for these: make sure the background reads
+        self._rouse()                # nobody will lead for these: make sure the background reads
 
     def abandon(self, request_id: int) -> None:
         """Stop waiting for a request and tell the peer to cancel it."""
@@ -233,7 +232,7 @@ class OutboundConnection:
         finally:
             self._read_lock.release()
             if self.pending:
-                self._wake.set()        # others wait: the background reader takes over
+                self._rouse()        # others wait: the background reader takes over
         return waiter, request_id, True
 
     # -- reading -------------------------------------------------------------------------------
@@ -256,7 +255,7 @@ class OutboundConnection:
                 finally:
                     self._read_lock.release()
                     if self.pending:
-                        self._wake.set()
+                        self._rouse()
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -331,6 +330,17 @@ class OutboundConnection:
             raise ProtocolError(f"{self.where} sent an unexpected {kind.name} frame")
         if waiter is not None:
             waiter.deliver(frame)
+
+    def _rouse(self) -> None:
+        """Make sure the background reader reads. It starts on first need: a connection used
+        only by blocking callers never needs it, and starting a thread would slow the first call."""
+        if self._background is None:
+            with self._background_lock:
+                if self._background is None and self.dead is None:
+                    self._background = threading.Thread(target=self._background_reader, daemon=True,
+                                                        name=f"net-client-{self.where}")
+                    self._background.start()
+        self._wake.set()
 
     def _background_reader(self) -> None:
         """Read whenever callers wait and no caller is reading; sleep otherwise."""
