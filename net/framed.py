@@ -102,16 +102,6 @@ class FramedSocket:
         the next call (do not mix with :meth:`receive`). Waiting uses poll, not a
         socket timeout, so concurrent senders are unaffected.
         """
-        if timeout is None and not self._tls:         # the usual case, without _recv's checks
-            try:
-                count = self.sock.recv_into(self._view)
-            except OSError as exc:
-                raise _as_net_error(exc, self.where, "receiving from") from exc
-            if count:
-                return self.decoder.decode(self._view[:count])
-            if self.decoder.buffered:
-                raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
-            return None
         count = self._recv(timeout)
         if count:
             return self.decoder.decode(self._view[:count]) if count > 0 else []
@@ -125,9 +115,11 @@ class FramedSocket:
         (and page in) an n-byte object per call.
         """
         try:
-            if timeout is not None and not _readable(self.sock, timeout):
+            if timeout is None and not self._tls:     # the usual case first
+                count = self.sock.recv_into(self._view)
+            elif timeout is not None and not _readable(self.sock, timeout):
                 return -1
-            if self._tls:
+            elif self._tls:
                 # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
                 count = self.sock.recv_into_within(self._view, timeout)
                 if count is None:
