@@ -8,8 +8,25 @@
 from __future__ import annotations
 
 import logging as _logging
+import os as _os
+import sys as _sys
 
-from . import config as _config
+from .errors import ConfigError as _ConfigError
+
+
+def _started_as_command() -> bool:
+    """True while ``net`` is the program (the ``net`` console script, or ``python -m net`` being located)."""
+    program = _os.path.basename(_sys.argv[0]) if _sys.argv else ""
+    return program == "-m" or program.split(".")[0] in ("net", "net-script")
+
+
+try:
+    from . import config as _config
+except _ConfigError as _error:
+    if not _started_as_command():
+        raise                       # an application importing net gets the exception
+    print(f"net: {_error}", file=_sys.stderr)      # a command-line user gets one line, no traceback
+    raise SystemExit(2) from None
 from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, FrameTooLarge, InvalidConnection, MessageTooLarge, NetError,
                      PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
                      UnknownPeer, UserCodeError, VersionMismatch)

@@ -56,6 +56,14 @@ def test_bad_command_line_exits_2():
     assert net_command("ping", "127.0.0.1:1", "--count", "0").returncode == 2
 
 
+def test_malformed_setting_is_one_line_for_the_command_not_a_traceback():
+    result = net_command("peers", "--on-host", env=peer_env(NET_PORT_START="abc"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"net: NET_PORT_START='abc' is not valid: "
+                                      f"invalid literal for int() with base 10: 'abc'")
+
+
 def test_serve_runs_until_sigint_and_stops_cleanly():
     running, peer_id, port = serve(BASIC)
     with running:
