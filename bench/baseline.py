@@ -58,7 +58,8 @@ def _serve_connection(conn: socket.socket) -> None:
         conn.close()
 
 
-def serve(port: int) -> None:
+def serve(port: int, serve_connection: Callable[[socket.socket], None] = _serve_connection) -> None:
+    """A threaded server on 127.0.0.1: prints READY PORT, stops on stdin EOF or after LIFETIME."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -68,7 +69,7 @@ def serve(port: int) -> None:
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_serve_connection, args=(conn,), daemon=True).start()
+        threading.Thread(target=serve_connection, args=(conn,), daemon=True).start()
 
 
 class RawClient:

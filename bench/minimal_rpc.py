@@ -14,27 +14,17 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 
 import msgpack
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
+from baseline import recv_exactly, serve  # noqa: E402
 from net import wire  # noqa: E402
 
 HEADER = wire.HEADER
-LIFETIME = 600.0
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
 def _serve_connection(conn: socket.socket) -> None:
@@ -43,7 +33,7 @@ def _serve_connection(conn: socket.socket) -> None:
     packer = msgpack.Packer(use_bin_type=True)
     view = memoryview(bytearray(1 << 20))
     try:
-        _recv_exactly(conn, wire.PREAMBLE_SIZE)
+        recv_exactly(conn, wire.PREAMBLE_SIZE)
         conn.sendall(wire.preamble(0))
         while True:
             count = conn.recv_into(view)
@@ -65,19 +55,6 @@ def _serve_connection(conn: socket.socket) -> None:
         conn.close()
 
 
-def serve(port: int) -> None:
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(16)
-    print(f"READY {listener.getsockname()[1]}", flush=True)
-    threading.Timer(LIFETIME, lambda: os._exit(0)).start()
-    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=_serve_connection, args=(conn,), daemon=True).start()
-
-
 class MinimalClient:
     """One connection, one call at a time, small values only (whole frames per read)."""
 
@@ -85,7 +62,7 @@ class MinimalClient:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.sendall(wire.preamble(0))
-        wire.check_preamble(_recv_exactly(self.sock, wire.PREAMBLE_SIZE))
+        wire.check_preamble(recv_exactly(self.sock, wire.PREAMBLE_SIZE))
         self.key = key
         self.request_id = 0
         self.packer = msgpack.Packer(use_bin_type=True)
@@ -109,6 +86,6 @@ class MinimalClient:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
-        serve(int(sys.argv[2]))
+        serve(int(sys.argv[2]), _serve_connection)
     else:
         sys.exit("usage: minimal_rpc.py serve PORT")
