@@ -195,8 +195,6 @@ class OutboundConnection:
         needs no lock and is registered only once the call is on its way.
         Interrupted (e.g. Ctrl-C), the call is cancelled on the peer.
         """
-        if self.dead is not None:
-            raise self.dead
         if deadline is not None or not self._read_lock.acquire(False):
             waiter = Waiter()
             request_id = self.send(CALL, payload, waiter)
@@ -206,12 +204,9 @@ class OutboundConnection:
                 self.abandon(request_id)
                 raise
         try:
-            request_id = next(self._ids) & MAX_REQUEST_ID or self.next_id()
-            body = wire.pack(payload)
-            if len(body) > self.max_message:
-                raise wire.too_large(len(body), self.max_message)
+            request_id, header, body = self._frame(CALL, payload)
             try:
-                self.framed.send_encoded(HEADER.pack(len(body), CALL, request_id), body)
+                self.framed.send_encoded(header, body)
             except NetError as exc:
                 self._die(exc)
                 raise
