@@ -13,7 +13,7 @@ import threading
 from typing import Any, Iterator
 
 from . import wire
-from .errors import PeerUnreachable, ProtocolError, Timeout
+from .errors import NetError, PeerUnreachable, ProtocolError, Timeout
 from .tls import TLSChannel
 
 RECV_CHUNK = 256 * 1024
@@ -59,12 +59,35 @@ class FramedSocket:
         self._send_lock = threading.Lock()
         self._view = memoryview(bytearray(RECV_CHUNK))
         self._tls = isinstance(sock, TLSChannel)
+        self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
         """Frame and send one message (MessageTooLarge/TypeError before anything is sent)."""
         header, body = wire.encode_frame(kind, request_id, payload, max_message=self.max_message)
         self.send_encoded(header, body)
+
+    def send_soon(self, header: bytes, body: bytes) -> None:
+        """Send a small reply now, or together with the next ones if more frames already wait
+        to be handled: the reader that handles them flushes before it blocks (:meth:`receive`),
+        so a burst of calls costs one send, not one per reply. Only the reading thread may
+        use this (nobody else would flush)."""
+        if not self.decoder.ready or len(body) >= SMALL_BODY:
+            self.send_encoded(header, body)
+            return
+        with self._send_lock:
+            self._corked.append(header + body)
+
+    def flush(self) -> None:
+        """Send what :meth:`send_soon` held back."""
+        try:
+            with self._send_lock:
+                if self._corked:
+                    data = b"".join(self._corked)
+                    self._corked.clear()
+                    self.sock.sendall(data)
+        except OSError as exc:
+            raise _as_net_error(exc, self.where, "sending to") from exc
 
     def send_encoded(self, header: bytes, body: bytes) -> None:
         try:
@@ -89,6 +112,8 @@ class FramedSocket:
             frame = decoder.next_frame()
             if frame is not None:
                 return frame
+            if self._corked:
+                self.flush()            # replies held back while their batch was handled
             count = self._recv(None)
             if not count:
                 return None
@@ -135,6 +160,8 @@ class FramedSocket:
     def close(self) -> None:
         if self.closed:
             return
+        with contextlib.suppress(NetError):
+            self.flush()                # replies held back by send_soon still go out
         self.closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)

@@ -281,7 +281,7 @@ class InboundConnection:
             finally:
                 current_request.reset(token)
             if reply:
-                self._send(outcome, request_id, value)
+                self._send(outcome, request_id, value, soon=True)
         finally:
             slots.release()
             self.active.pop(request_id, None)
@@ -377,7 +377,8 @@ class InboundConnection:
             kind, value = outcome
             self._send(kind, state.request_id, value)
 
-    def _send(self, kind: Kind, request_id: int, value: Any) -> None:
+    def _send(self, kind: Kind, request_id: int, value: Any, soon: bool = False) -> None:
+        """Send a reply; ``soon`` (the reading thread only) lets it go out with the next ones."""
         framed = self.framed
         if framed is None or framed.closed:
             return
@@ -385,7 +386,10 @@ class InboundConnection:
             body = pack(value)      # framed.send, unrolled: every reply comes through here
             if len(body) > framed.max_message:
                 raise wire.too_large(len(body), framed.max_message)
-            framed.send_encoded(HEADER.pack(len(body), kind, request_id), body)
+            if soon:
+                framed.send_soon(HEADER.pack(len(body), kind, request_id), body)
+            else:
+                framed.send_encoded(HEADER.pack(len(body), kind, request_id), body)
         except (MessageTooLarge, TypeError, ValueError) as exc:
             # The value cannot travel: tell the caller why instead of leaving it waiting.
             with contextlib.suppress(NetError):

@@ -267,6 +267,11 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def ready(self) -> int:
+        """Complete frames decoded and not yet taken by :meth:`next_frame`."""
+        return len(self._ready)
+
     def wanted(self) -> int:
         """How many more bytes would complete the frame in progress (a read-size hint)."""
         if self._need is None:

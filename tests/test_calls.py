@@ -211,6 +211,27 @@ def test_submit_and_acall(spawn):
     assert asyncio.run(many()) == [i + 1 for i in range(200)]
 
 
+def test_a_fast_reply_is_not_held_back_by_a_slow_call_read_with_it(spawn):
+    """Calls read in one batch (one loop turn sends them in one write) have their replies
+    sent together; a slow call in the batch must not hold back the fast ones' replies."""
+    import asyncio
+    p = spawn("basic")
+    basic.add(0, 0, peer=p.id)
+
+    async def fast_then_slow():
+        started = time.monotonic()
+        with net.timeout(10):           # a held-back reply fails the test instead of hanging it
+            fast = asyncio.ensure_future(basic.add.acall(1, 1, peer=p.id))
+            slow = asyncio.ensure_future(basic.slow.acall(2, peer=p.id))
+        assert await fast == 2
+        fast_after = time.monotonic() - started
+        assert not slow.done()
+        assert await slow == 2
+        return fast_after
+
+    assert asyncio.run(fast_then_slow()) < 1.0
+
+
 class FakeService:
     """A real listening socket that answers a greeting with ``reply`` (or nothing) and keeps quiet."""
 
