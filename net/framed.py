@@ -72,7 +72,7 @@ class FramedSocket:
         to be handled: the reader that handles them flushes before it blocks (:meth:`receive`),
         so a burst of calls costs one send, not one per reply. Only the reading thread may
         use this (nobody else would flush)."""
-        if not self.decoder.ready or len(body) >= SMALL_BODY:
+        if not self.decoder.ready_frames or len(body) >= SMALL_BODY:
             self.send_encoded(header, body)
             return
         with self._send_lock:

@@ -386,7 +386,7 @@ class InboundConnection:
             body = pack(value)      # framed.send, unrolled: every reply comes through here
             if len(body) > framed.max_message:
                 raise wire.too_large(len(body), framed.max_message)
-            if soon:
+            if soon and framed.decoder.ready_frames:
                 framed.send_soon(HEADER.pack(len(body), kind, request_id), body)
             else:
                 framed.send_encoded(HEADER.pack(len(body), kind, request_id), body)

@@ -241,8 +241,9 @@ class FrameDecoder:
         # the other side's preamble, with these modes, before the first frame.
         self.expect_preamble = expect_preamble
         self.where = where
-        # Frames decoded straight from fed data, not yet taken (see :meth:`feed`).
-        self._ready: deque[Frame] = deque()
+        # Frames decoded straight from fed data, not yet taken (see :meth:`feed`); others may
+        # look at it, only next_frame and drain take from it.
+        self.ready_frames: deque[Frame] = deque()
 
     def _take_preamble(self) -> bool:
         """Consume and check the awaited preamble; False while it is incomplete."""
@@ -267,11 +268,6 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    @property
-    def ready(self) -> int:
-        """Complete frames decoded and not yet taken by :meth:`next_frame`."""
-        return len(self._ready)
-
     def wanted(self) -> int:
         """How many more bytes would complete the frame in progress (a read-size hint)."""
         if self._need is None:
@@ -292,11 +288,11 @@ class FrameDecoder:
         if self._buffer or self.expect_preamble is not None:
             self._buffer += data
         else:
-            self._ready.extend(self._split(data))
+            self.ready_frames.extend(self._split(data))
 
     def decode(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """:meth:`feed` ``data``, then return every complete frame (:meth:`drain`) in one step."""
-        if self._buffer or self._ready or self.expect_preamble is not None or self._broken is not None:
+        if self._buffer or self.ready_frames or self.expect_preamble is not None or self._broken is not None:
             self.feed(data)
             return self.drain()
         frames = self._split(data)
@@ -337,7 +333,7 @@ class FrameDecoder:
 
     def drain(self) -> list[Frame]:
         """Every complete frame received so far, as a list (raises like :meth:`next_frame`)."""
-        ready = self._ready
+        ready = self.ready_frames
         if ready:
             frames = list(ready)
             ready.clear()
@@ -349,8 +345,8 @@ class FrameDecoder:
         return frames
 
     def next_frame(self) -> Frame | None:
-        if self._ready:
-            return self._ready.popleft()
+        if self.ready_frames:
+            return self.ready_frames.popleft()
         if self._broken is not None:
             raise self._broken
         if self.expect_preamble is not None and not self._take_preamble():
