@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     options = parser.parse_args()
-    rounds, count, per_thread, repeat_big = (4, 500, 100, 2) if options.quick else (12, 2000, 300, 5)
+    rounds, count, per_thread, repeat_big = (4, 500, 100, 2) if options.quick else (12, 2000, 600, 5)
     threads = 8
 
     raw_proc, raw_port = baseline.start_server(os.path.join(HERE, "baseline.py"), "serve", "0")
