@@ -232,6 +232,8 @@ class InboundConnection:
         return True
 
     def _dispatch(self, request_id: int, payload: Any, reply: bool, generation: int) -> None:
+        """Run one CALL (``reply``) or NOTIFY: checked, then streamed, on the loop, in the pool,
+        or (the usual case, kept in this one method) inline on this reader thread."""
         try:
             key, args, kwargs, options = payload
             if type(args) is not list or type(kwargs) is not dict or type(key) is not bytes:
@@ -292,11 +294,11 @@ class InboundConnection:
 
     def _run_pooled(self, state: context.RequestState, handler: Callable[..., Any],
                     args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
-        self.server.handler_slots.acquire_blocking()
+        self.slots.acquire_blocking()
         try:
             self._run_sync(state, handler, args, kwargs, reply)
         finally:
-            self.server.handler_slots.release()
+            self.slots.release()
 
     def _run_sync(self, state: context.RequestState, handler: Callable[..., Any],
                   args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
