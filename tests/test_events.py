@@ -61,6 +61,30 @@ def records(name: str) -> dict:
     return dict(net.Peer().SUBSCRIPTIONS.get(events.identity.key(name), {}))
 
 
+def fire_until_received_again(process, name: str, fire, look: float, within: float = 20.0,
+                              first: int = 100) -> tuple[list[int], int]:
+    """Fire ``first``, ``first + 1``, ... until ``process`` prints one of them; return what it
+    printed meanwhile (older, queued values included) and the next value to fire.
+
+    For subscribers that come back after an outage: events fired before their lease is back
+    may be lost (at most once), so keep firing and look again. Looks use ``next_line``, not
+    ``received``: ``wait_for`` stops the process when nothing comes in time.
+    """
+    prefix = f"EVENT {name} "
+    deadline = time.monotonic() + within
+    seen: list[int] = []
+    value = first
+    while not any(v >= first for v in seen):
+        assert time.monotonic() < deadline, f"the subscriber never received again (saw {seen})"
+        fire(value)
+        value += 1
+        line = process.next_line(prefix, timeout=look)
+        if line is not None:
+            seen.append(int(line[len(prefix):]))
+        assert process.proc.poll() is None, f"the subscriber exited (saw {seen})"
+    return seen, value
+
+
 def wait_until(condition, timeout: float = 15.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -368,19 +392,7 @@ def test_a_pruned_subscriber_receives_again_once_it_answers_and_renews(spawn, mo
     finally:
         sub.signal(signal.SIGCONT)
     # At-most-once: what was queued or fired before its lease is back may be lost, new events must arrive.
-    # Poll with next_line: wait_for (and so received) stops the process when nothing comes in time.
-    prefix = f"EVENT {name} "
-    deadline = time.monotonic() + 20
-    seen: list[int] = []
-    value = 100
-    while not any(v >= 100 for v in seen):
-        assert time.monotonic() < deadline, f"the thawed subscriber never received again (saw {seen})"
-        trigger(value)
-        value += 1
-        line = sub.next_line(prefix, timeout=0.5)
-        if line is not None:
-            seen.append(int(line[len(prefix):]))
-        assert sub.proc.poll() is None, f"the subscriber exited (saw {seen})"
+    seen, _ = fire_until_received_again(sub, name, trigger, look=0.5)
     assert seen == sorted(set(seen)), "in order, none twice"
     assert sub.id in records(name)
 

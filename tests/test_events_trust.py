@@ -8,7 +8,7 @@ import net
 from net import certs, client
 
 from support import PEERS, peer_env
-from test_events import me, publisher_hook, received, records, unique, wait_until
+from test_events import fire_until_received_again, me, publisher_hook, received, records, unique
 
 KEY = "correct horse battery staple 42"
 
@@ -78,19 +78,6 @@ def test_subscribers_keep_receiving_through_a_link_cut(netlab):
     finally:
         lab.plug(2)
     # Host 2 gets events again without any restart: queued ones and/or new ones after its lease renews.
-    # Events fired before its lease is back may be lost (at-most-once), so keep firing and look again;
-    # the look must not be `received` (wait_for), which stops the process when nothing comes in time.
-    deadline = time.monotonic() + 20
-    seen = []
-    value = 100
-    prefix = f"EVENT {name} "
-    while not any(v >= 100 for v in seen):
-        assert time.monotonic() < deadline, f"host 2 never received again (saw {seen})"
-        fire(value)
-        value += 1
-        line = cut.next_line(prefix, timeout=1.0)
-        if line is not None:
-            seen.append(int(line[len(prefix):]))
-        assert cut.proc.poll() is None, f"the subscriber on host 2 exited (saw {seen})"
+    seen, value = fire_until_received_again(cut, name, fire, look=1.0)
     assert seen == sorted(seen), "events from one publisher arrive in order"
     assert received(steady, name, count=value - 100) == list(range(100, value))
