@@ -27,8 +27,7 @@ os.environ.update(NET_HOST="127.0.0.1", NET_BIND="127.0.0.1", NET_DISCOVERY="off
 
 from support import PeerProcess, peer_env, port_block  # noqa: E402
 
-PORT_START = port_block()       # a 40-port range of this process's own (two 20-port blocks)
-port_block()
+PORT_START = port_block(blocks=2)   # a 40-port range of this process's own (two 20-port blocks)
 RUNS = 20
 
 

@@ -5,7 +5,6 @@ process died) or after ``NET_TEST_LIFETIME`` seconds.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import queue
 import signal
@@ -19,12 +18,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
 PORT_BLOCK = 20
-_ports = itertools.count(21000 + (os.getpid() % 400) * 100, PORT_BLOCK)
+# Test ports stay below Linux's ephemeral range (32768-60999 by default), where the kernel picks
+# the source port of every outgoing connection: a test that binds a port there can find it taken.
+PORT_FLOOR, PORT_CEILING = 10000, 32000
+_next_port = PORT_FLOOR + (os.getpid() % 500) * 40
 
 
-def port_block() -> int:
-    """A fresh port range start for one peer (peers bind the first free port of its block)."""
-    return next(_ports)
+def port_block(blocks: int = 1) -> int:
+    """A fresh port range start for one peer (peers bind the first free port of its block);
+    ``blocks`` consecutive blocks for a test that needs a wider range."""
+    global _next_port
+    if _next_port + blocks * PORT_BLOCK > PORT_CEILING:
+        _next_port = PORT_FLOOR
+    start = _next_port
+    _next_port += blocks * PORT_BLOCK
+    return start
 
 
 def peer_env(port_start: int | None = None, **extra: str) -> dict[str, str]:

@@ -16,9 +16,7 @@ from support import peer_env, port_block
 @pytest.fixture(scope="module")
 def scan_start():
     """The first port of a fresh 40-port range (two port blocks) that this module's on_host scans cover."""
-    start = port_block()
-    port_block()
-    return start
+    return port_block(blocks=2)
 
 
 @pytest.fixture
