@@ -7,17 +7,14 @@ with ``"args": [...]`` for positionals. Output: ``RESULT {"elapsed": s,
 EOF or after NET_TEST_LIFETIME seconds.
 """
 import json
-import os
 import sys
-import threading
 import time
 
+import lifetime
 import net
 
 print("READY discoverer 0", flush=True)
-lifetime = threading.Timer(float(os.environ.get("NET_TEST_LIFETIME", "120")), os._exit, args=(0,))
-lifetime.daemon = True
-lifetime.start()
+lifetime.exit_after_lifetime()
 
 for line in sys.stdin:
     request = json.loads(line)

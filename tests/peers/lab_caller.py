@@ -8,7 +8,6 @@ Starts no peer of its own. Stops on stdin EOF or after NET_TEST_LIFETIME seconds
 import json
 import os
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -17,11 +16,10 @@ import net  # noqa: E402
 import basic  # noqa: E402
 import trusty  # noqa: E402
 import events_pub  # noqa: E402
+import lifetime  # noqa: E402
 
 print("READY caller 0", flush=True)
-lifetime = threading.Timer(float(os.environ.get("NET_TEST_LIFETIME", "120")), os._exit, args=(0,))
-lifetime.daemon = True
-lifetime.start()
+lifetime.exit_after_lifetime()
 
 for line in sys.stdin:
     request = json.loads(line)

@@ -10,6 +10,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import lifetime  # noqa: E402
 import net  # noqa: E402
 
 for name in sys.argv[1:]:
@@ -31,5 +32,5 @@ def watch_stdin() -> None:
 
 
 threading.Thread(target=watch_stdin, daemon=True).start()
-done.wait(float(os.environ.get("NET_TEST_LIFETIME", "120")))
+done.wait(lifetime.limit())
 peer.close()
