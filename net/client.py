@@ -59,16 +59,17 @@ def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
 
 
 def effective_timeout() -> float | None:
-    """This call's deadline in seconds: ``net.timeout(...)`` in effect, else NET_TIMEOUT (None: none)."""
     timeout = call_timeout.get()
-    return timeout if timeout is not None else _settings["TIMEOUT"]
+    return timeout if timeout is not None else config.get("TIMEOUT")
 
 
 def call(host: str, port: int, key: bytes, args: list[Any] | tuple[Any, ...], kwargs: dict[str, Any],
          target: Any = None, timeout: float | None = None) -> Any:
     """Run connection ``key`` on the peer at host:port and return its result (blocking)."""
     if timeout is None:
-        timeout = effective_timeout()
+        timeout = call_timeout.get()
+        if timeout is None:
+            timeout = _settings["TIMEOUT"]
     deadline = None if timeout is None else time.monotonic() + timeout
     payload = [key, args, kwargs, NO_OPTIONS]
     for attempt in (1, 2):

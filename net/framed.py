@@ -62,17 +62,10 @@ class FramedSocket:
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
 
-    def send(self, kind: wire.Kind, request_id: int, payload: Any = None, soon: bool = False) -> None:
-        """Frame and send one message (MessageTooLarge/TypeError before anything is sent).
-
-        ``soon`` (the reading thread only): a small message may wait to go out with the
-        replies to the other frames already read (:meth:`send_soon`).
-        """
+    def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
+        """Frame and send one message (MessageTooLarge/TypeError before anything is sent)."""
         header, body = wire.encode_frame(kind, request_id, payload, max_message=self.max_message)
-        if soon and self.decoder.ready_frames:
-            self.send_soon(header, body)
-        else:
-            self.send_encoded(header, body)
+        self.send_encoded(header, body)
 
     def send_soon(self, header: bytes, body: bytes) -> None:
         """Send a small reply now, or together with the next ones if more frames already wait

@@ -30,6 +30,8 @@ CALL, NOTIFY, RESULT, ERROR = Kind.CALL, Kind.NOTIFY, Kind.RESULT, Kind.ERROR
 current_request = context.current_request
 RequestState = context.RequestState
 CONNECTIONS = registry.CONNECTIONS
+HEADER = wire.HEADER
+pack = wire.pack
 HANDOFF_AFTER = 0.003           # a handler running longer than this gets its reading role taken over
 
 
@@ -272,10 +274,19 @@ class InboundConnection:
         # on). The reply goes out first; the bookkeeping after it is off the caller's clock.
         self.inline_since = monotonic()
         self.watchdog.watch(self)
+        token = current_request.set(state)
         try:
-            self._run_sync(state, handler, args, kwargs, reply, soon=True)
+            try:
+                outcome, value = RESULT, handler(*args, **kwargs)
+            except BaseException as exc:    # the caller gets every failure as a RemoteError
+                outcome, value = ERROR, self._failed(handler, exc, reply)
+            finally:
+                current_request.reset(token)
+            if reply:
+                self._send(outcome, request_id, value, soon=True)
         finally:
             slots.release()
+            self.active.pop(request_id, None)
             self._lock.acquire()
             if self.generation == generation:
                 self.inline_since = None
@@ -290,20 +301,16 @@ class InboundConnection:
             self.slots.release()
 
     def _run_sync(self, state: context.RequestState, handler: Callable[..., Any],
-                  args: list[Any], kwargs: dict[str, Any], reply: bool, soon: bool = False) -> None:
-        """Run a synchronous handler in this thread and answer (``soon``: see :meth:`_send`)."""
-        token = current_request.set(state)
+                  args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        request_token = context.current_request.set(state)
         try:
-            try:
-                outcome, value = RESULT, handler(*args, **kwargs)
-            except BaseException as exc:    # the caller gets every failure as a RemoteError
-                outcome, value = ERROR, self._failed(handler, exc, reply)
-            finally:
-                current_request.reset(token)
-            if reply:
-                self._send(outcome, state.request_id, value, soon)
+            result = handler(*args, **kwargs)
+            outcome = (Kind.RESULT, result)
+        except BaseException as exc:        # the caller gets every failure as a RemoteError
+            outcome = (Kind.ERROR, self._failed(handler, exc, reply))
         finally:
-            self.active.pop(state.request_id, None)
+            context.current_request.reset(request_token)
+        self._finish(state, outcome, reply)
 
     def _failed(self, handler: Callable[..., Any], exc: BaseException, reply: bool) -> dict[str, str]:
         """What a failed handler's caller is told; logged when there is no caller to tell."""
@@ -366,13 +373,25 @@ class InboundConnection:
             except NetError as exc:
                 log.debug("net: replies to %s lost: %s", self.where, exc)
 
+    def _finish(self, state: context.RequestState, outcome: tuple[Kind, Any], reply: bool) -> None:
+        self.active.pop(state.request_id, None)
+        if reply:
+            kind, value = outcome
+            self._send(kind, state.request_id, value)
+
     def _send(self, kind: Kind, request_id: int, value: Any, soon: bool = False) -> None:
-        """Send a reply; ``soon`` (the reading thread only): see :meth:`FramedSocket.send`."""
+        """Send a reply; ``soon`` (the reading thread only) lets it go out with the next ones."""
         framed = self.framed
         if framed is None or framed.closed:
             return
         try:
-            framed.send(kind, request_id, value, soon)
+            body = pack(value)      # framed.send, unrolled: every reply comes through here
+            if len(body) > framed.max_message:
+                raise wire.too_large(len(body), framed.max_message)
+            if soon and framed.decoder.ready_frames:
+                framed.send_soon(HEADER.pack(len(body), kind, request_id), body)
+            else:
+                framed.send_encoded(HEADER.pack(len(body), kind, request_id), body)
         except (MessageTooLarge, TypeError, ValueError) as exc:
             # The value cannot travel: tell the caller why instead of leaving it waiting.
             with contextlib.suppress(NetError):

@@ -19,7 +19,7 @@ from . import config, transport, wire
 from .context import dial_timeout as dial_timeout_override
 from .errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from .waiters import Led, Pending, Retired, Waiter
-from .wire import MAX_REQUEST_ID, Kind
+from .wire import HEADER, MAX_REQUEST_ID, Kind
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -67,8 +67,8 @@ class OutboundConnection:
         self._background_lock = threading.Lock()
 
     def next_id(self) -> int:
-        """A fresh request id (never 0, which means "no call")."""
-        return next(self._ids) & MAX_REQUEST_ID or next(self._ids) & MAX_REQUEST_ID
+        request_id = next(self._ids) & wire.MAX_REQUEST_ID
+        return request_id or next(self._ids) & wire.MAX_REQUEST_ID
 
     def send_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                   kind: Kind = Kind.CALL, options: dict[str, Any] | None = None) -> int:
@@ -86,11 +86,14 @@ class OutboundConnection:
         every call goes through here.
         """
         request_id, header, body = self._frame(kind, payload, packed)
-        self._register(request_id, pending)
+        if not self.unanswered:
+            self._start_silence_clock()
+        pending_by_id = self.pending
+        pending_by_id[request_id] = pending
         try:
             self.framed.send_encoded(header, body)
         except NetError as exc:
-            if self.pending.pop(request_id, None) is None:
+            if pending_by_id.pop(request_id, None) is None:
                 # Already answered or failed by a reader while we were still sending (e.g. the
                 # peer refused the call's size and closed): the waiter holds the real outcome.
                 return request_id
@@ -105,10 +108,11 @@ class OutboundConnection:
         """A fresh request id and its frame; raises (nothing registered) if the call cannot go."""
         if self.dead is not None:
             raise self.dead
-        request_id = self.next_id()
-        frame = wire.packed_frame if packed else wire.encode_frame
-        header, body = frame(kind, request_id, payload, max_message=self.max_message)
-        return request_id, header, body
+        request_id = next(self._ids) & MAX_REQUEST_ID or self.next_id()
+        body = payload if packed else wire.pack(payload)
+        if len(body) > self.max_message:
+            raise wire.too_large(len(body), self.max_message)
+        return request_id, HEADER.pack(len(body), kind, request_id), body
 
     def _register(self, request_id: int, pending: Pending) -> None:
         if not self.unanswered:
@@ -208,7 +212,9 @@ class OutboundConnection:
                 raise
             self.calls_started += 1
             waiter = Led()
-            self._register(request_id, waiter)
+            if not self.unanswered:
+                self._start_silence_clock()
+            self.pending[request_id] = waiter
             try:
                 while waiter.frame is None and waiter.error is None:
                     if self.dead is not None:       # died before we registered: nobody failed us

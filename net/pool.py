@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from time import monotonic
 
 from . import config
 from .errors import PeerUnreachable, Timeout
-from .outbound import OutboundConnection
+from .outbound import IDLE_CHECK_AFTER, OutboundConnection
 
 
 class Pool:
@@ -26,8 +27,12 @@ class Pool:
     def get(self, host: str, port: int) -> OutboundConnection:
         address = (host, port)
         connection = self._connections.get(address)
-        if connection is not None and connection.usable():
-            return connection
+        if connection is not None:
+            if connection.dead is None and (connection.pending or
+                                            monotonic() - connection.last_heard <= IDLE_CHECK_AFTER):
+                return connection       # in use just now: no need to look (usable() says why)
+            if connection.usable():
+                return connection
         with self._lock:
             dial_lock = self._dialing.setdefault(address, threading.Lock())
         with dial_lock:             # one dial per address at a time; others reuse its result

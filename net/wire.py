@@ -31,7 +31,6 @@ received is ever unpickled or evaluated. The only extension type is a *flag*
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import struct
 from collections import deque
@@ -116,8 +115,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown msgpack extension type {code}")
 
 
-# Every payload is decoded with these options (UTF-8 text, any map keys, only our extension).
-_unpack_payload = functools.partial(msgpack.unpackb, raw=False, strict_map_key=False, ext_hook=_ext_hook)
+_unpackb = msgpack.unpackb      # options as in :func:`unpack` wherever it is called
 _packers = threading.local()    # a Packer is not thread-safe, and building one per call is slow
 
 
@@ -139,7 +137,7 @@ def pack(value: Any) -> bytes:
 def unpack(data: bytes | memoryview) -> Any:
     """Decode one payload; any malformation becomes :class:`ProtocolError`."""
     try:
-        return _unpack_payload(data)
+        return _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
     except ProtocolError:
         raise
     except Exception as exc:    # msgpack raises several unrelated types for bad input
@@ -315,7 +313,8 @@ class FrameDecoder:
             if end > size or length > self.max_message or known is None:
                 break
             try:
-                payload = _unpack_payload(data[offset + HEADER_SIZE:end])
+                payload = _unpackb(data[offset + HEADER_SIZE:end], raw=False, strict_map_key=False,
+                                   ext_hook=_ext_hook)
             except Exception:           # left to next_frame, which raises the ProtocolError
                 break
             frames.append(_new_frame(Frame, (known, request_id, payload)))
