@@ -108,6 +108,7 @@ class OutboundConnection:
         """A fresh request id and its frame; raises (nothing registered) if the call cannot go."""
         if self.dead is not None:
             raise self.dead
+        # wire.encode_frame / packed_frame, inline: every call frames here (the path is measured).
         request_id = next(self._ids) & MAX_REQUEST_ID or self.next_id()
         body = payload if packed else wire.pack(payload)
         if len(body) > self.max_message:
@@ -212,7 +213,7 @@ class OutboundConnection:
                 raise
             self.calls_started += 1
             waiter = Led()
-            if not self.unanswered:
+            if not self.unanswered:             # _register, inline (the measured path)
                 self._start_silence_clock()
             self.pending[request_id] = waiter
             try:
