@@ -148,6 +148,20 @@ def threaded(make_call: Callable[[], Callable[[], object]], threads: int, per_th
     return threads * per_thread / (time.perf_counter() - started)
 
 
+def cpu_per_call(call: Callable[[], object], server_pid: int, count: int) -> float:
+    """CPU microseconds per call, this process and the server process together (Linux /proc)."""
+    def server_cpu() -> float:
+        with open(f"/proc/{server_pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    call()
+    mine, theirs = time.process_time(), server_cpu()
+    for _ in range(count):
+        call()
+    return (time.process_time() - mine + server_cpu() - theirs) / count * 1e6
+
+
 def best_time(action: Callable[[], object], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):

@@ -3,7 +3,8 @@
     python bench/core.py [--quick]
 
 Prints each figure for both and the ratio (targets from issue #2 in brackets).
-Everything runs on 127.0.0.1; both servers are separate processes.
+Everything runs on 127.0.0.1; every server is a separate process. net runs with
+its defaults; the NET_BUSY_POLL=0 rows show calls without busy polling.
 """
 from __future__ import annotations
 
@@ -70,9 +71,16 @@ def main() -> None:
     floor_proc, floor_port = baseline.start_server(os.path.join(HERE, "minimal_rpc.py"), "serve", "0")
     env = dict(os.environ, NET_PORT_START="29200", NET_PORT_RANGE="50")
     net_proc, net_port = baseline.start_server(os.path.join(HERE, "echo_peer.py"), env=env)
+    quiet_proc, quiet_port = baseline.start_server(os.path.join(HERE, "echo_peer.py"),
+                                                   env=dict(env, NET_BUSY_POLL="0"))
     try:
+        import net
         from echo_peer import echo
         address = ("127.0.0.1", int(net_port))
+        quiet_address = ("127.0.0.1", int(quiet_port))
+        net.BUSY_POLL, polling = 0, net.BUSY_POLL   # read when a connection opens: this one never polls
+        echo(SMALL, peer=quiet_address)
+        net.BUSY_POLL = polling
         floor_address = ("127.0.0.1", int(floor_port))
         raw_client = baseline.RawClient(int(raw_port))
         floor = minimal_rpc.MinimalClient(int(floor_port), echo.key)            # net's wire, no features
@@ -82,6 +90,7 @@ def main() -> None:
         sequential = {
             "raw": lambda: raw_client.call(SMALL),
             "net": lambda: echo(SMALL, peer=address),
+            "no_polling": lambda: echo(SMALL, peer=quiet_address),     # NET_BUSY_POLL=0 on both sides
             "floor": lambda: floor.call(SMALL),
             "client_side": lambda: echo(SMALL, peer=floor_address),     # net calling the floor server
             "server_side": lambda: floor_to_net.call(SMALL),            # the floor client calling net
@@ -94,7 +103,17 @@ def main() -> None:
             "raw": lambda: baseline.threaded(lambda: (lambda c=baseline.RawClient(int(raw_port)): c.call(SMALL)),
                                              threads, per_thread),
             "net": lambda: baseline.threaded(lambda: (lambda: echo(SMALL, peer=address)), threads, per_thread),
+            "no_polling": lambda: baseline.threaded(lambda: (lambda: echo(SMALL, peer=quiet_address)),
+                                                    threads, per_thread),
         }, rounds)
+        cpu = {}
+        if os.path.exists(f"/proc/{net_proc.pid}/stat"):
+            cpu = baseline.interleaved({
+                "raw": lambda: baseline.cpu_per_call(lambda: raw_client.call(SMALL), raw_proc.pid, count * 2),
+                "net": lambda: baseline.cpu_per_call(lambda: echo(SMALL, peer=address), net_proc.pid, count * 2),
+                "no_polling": lambda: baseline.cpu_per_call(lambda: echo(SMALL, peer=quiet_address),
+                                                            quiet_proc.pid, count * 2),
+            }, max(2, rounds // 3))
         raw_client.close()
         floor.close()
         floor_to_net.close()
@@ -120,6 +139,7 @@ def main() -> None:
         baseline.stop_server(raw_proc)
         baseline.stop_server(floor_proc)
         baseline.stop_server(net_proc)
+        baseline.stop_server(quiet_proc)
 
     median = baseline.median
     print(f"net core benchmark, {date.today()}, {platform.machine()} {os.cpu_count()} cores, "
@@ -137,12 +157,23 @@ def main() -> None:
         baseline.ratio_per_round(seq, "net"), ">= 0.75x")
     row("sequential p50 (us)", p("raw", "p50_us"), p("net", "p50_us"), p("net", "p50_us") / p("raw", "p50_us"))
     row("sequential p99 (us)", p("raw", "p99_us"), p("net", "p99_us"), p("net", "p99_us") / p("raw", "p99_us"))
+    row("  same, NET_BUSY_POLL=0/s", median(seq["raw"]), median(seq["no_polling"]),
+        baseline.ratio_per_round(seq, "no_polling"), "(no busy polling on either side)")
+    row("  same, NET_BUSY_POLL=0 p50 (us)", p("raw", "p50_us"), p("no_polling", "p50_us"),
+        p("no_polling", "p50_us") / p("raw", "p50_us"))
+    if cpu:
+        row("  CPU per call, both sides (us)", median(cpu["raw"]), median(cpu["net"]),
+            baseline.ratio_per_round(cpu, "net"), "(sequential; busy polling included)")
+        row("  same, NET_BUSY_POLL=0 (us)", median(cpu["raw"]), median(cpu["no_polling"]),
+            baseline.ratio_per_round(cpu, "no_polling"))
     for name, label, note in (("floor", "  floor: minimal msgpack RPC/s", "(no features: bench/minimal_rpc.py)"),
                               ("client_side", "  net client -> floor server/s", "(net's calling side)"),
                               ("server_side", "  floor client -> net server/s", "(net's serving side)")):
         row(label, median(seq["raw"]), median(seq[name]), baseline.ratio_per_round(seq, name), note)
     row(f"{threads} threads calls/s", median(thr["raw"]), median(thr["net"]),
         baseline.ratio_per_round(thr, "net"), ">= 0.6x")
+    row("  same, NET_BUSY_POLL=0/s", median(thr["raw"]), median(thr["no_polling"]),
+        baseline.ratio_per_round(thr, "no_polling"), "(no busy polling on either side)")
     row("16 MiB bytes echo (s)", raw["big_echo_s"], ours["big_echo_s"], ours["big_echo_s"] / raw["big_echo_s"],
         "<= 3x time")
     row("first call to a new peer (s)", raw["first_call_s"], ours["first_call_s"],

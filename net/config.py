@@ -171,6 +171,9 @@ SETTINGS: tuple[Setting, ...] = (
             "answer (also answer others' queries), announce (also say hello/goodbye); see README"),
     Setting("DISCOVERY_TIMEOUT", _seconds, 0.3,
             "seconds net.peers() waits for multicast answers, and for one probe to connect or answer"),
+    Setting("BUSY_POLL", _non_negative_int, 100,
+            "microseconds a thread about to wait for a reply (or for a connection's next call) keeps "
+            "polling the socket first, while that connection answers that fast; 0: never"),
     Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,
             "inbound connections with nothing in flight are closed after this many idle seconds"),
     Setting("LEASE", _seconds, 30.0,

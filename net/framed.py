@@ -7,17 +7,20 @@ connection: a plain ``recv(n)`` would allocate and page in ``n`` bytes per call.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import threading
+from time import perf_counter
 from typing import Any, Iterator
 
-from . import wire
+from . import config, wire
 from .errors import NetError, PeerUnreachable, ProtocolError, Timeout
 from .tls import TLSChannel
 
 RECV_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024          # bodies below this are joined with their header: one syscall
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)     # absent on Windows: no busy polling there
 
 
 def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Timeout:
@@ -26,6 +29,21 @@ def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Tim
         return Timeout(f"{action} {peer} timed out", peer=peer)
     reason = exc.strerror or exc.__class__.__name__
     return PeerUnreachable(f"{action} {peer} failed: {reason}", peer=peer)
+
+
+def busy_poll_seconds() -> float:
+    """NET_BUSY_POLL in seconds, 0 where polling cannot pay: no non-blocking recv flag (Windows),
+    or one CPU (the poller would only delay the peer process it waits for)."""
+    if not _DONTWAIT or _usable_cpus() < 2:
+        return 0.0
+    return config.get("BUSY_POLL") / 1_000_000
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -61,6 +79,8 @@ class FramedSocket:
         self._tls = isinstance(sock, TLSChannel)
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
+        self._busy_poll = busy_poll_seconds() if not self._tls else 0.0
+        self.polling = self._busy_poll > 0     # poll before the next blocking wait: the last wait was short
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
         """Frame and send one message (MessageTooLarge/TypeError before anything is sent)."""
@@ -100,7 +120,7 @@ class FramedSocket:
         except OSError as exc:
             raise _as_net_error(exc, self.where, "sending to") from exc
 
-    def receive(self) -> wire.Frame | None:
+    def receive(self, poll: bool = True) -> wire.Frame | None:
         """Block until one frame arrives; None when the other side closed cleanly.
 
         Raises ProtocolError for bad bytes, PeerUnreachable (or Timeout, when the
@@ -114,12 +134,12 @@ class FramedSocket:
                 return frame
             if self._corked:
                 self.flush()            # replies held back while their batch was handled
-            count = self._recv(None)
+            count = self._recv(None, poll)
             if not count:
                 return None
             decoder.feed(self._view[:count])
 
-    def receive_available(self, timeout: float | None = None) -> list[wire.Frame] | None:
+    def receive_available(self, timeout: float | None = None, poll: bool = True) -> list[wire.Frame] | None:
         """Read once (waiting at most ``timeout`` seconds; None = block) and return every complete
         frame: possibly [] (partial data or timeout). None when the other side closed cleanly.
 
@@ -127,28 +147,33 @@ class FramedSocket:
         the next call (do not mix with :meth:`receive`). Waiting uses poll, not a
         socket timeout, so concurrent senders are unaffected.
         """
-        count = self._recv(timeout)
+        count = self._recv(timeout, poll)
         if count:
             return self.decoder.decode(self._view[:count]) if count > 0 else []
         return None
 
-    def _recv(self, timeout: float | None) -> int:
+    def _recv(self, timeout: float | None, poll: bool = True) -> int:
         """One recv into the reusable buffer: bytes read, -1 if none came within ``timeout``,
-        0 on a clean close.
+        0 on a clean close. ``poll``: busy-poll first (:meth:`_poll_briefly`) if the connection
+        is answering fast; False for a thread whose polling would take the GIL from busy ones.
 
         Receiving into one preallocated buffer matters: ``recv(n)`` would allocate
         (and page in) an n-byte object per call.
         """
         try:
-            if timeout is None and not self._tls:     # the usual case first
-                count = self.sock.recv_into(self._view)
-            elif timeout is not None and not _readable(self.sock, timeout):
-                return -1
-            elif self._tls:
+            if self._tls:
+                if timeout is not None and not _readable(self.sock, timeout):
+                    return -1
                 # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
                 count = self.sock.recv_into_within(self._view, timeout)
                 if count is None:
                     return -1
+            elif self._busy_poll:
+                count = self._recv_polling_first(timeout, poll)
+                if count is None:
+                    return -1
+            elif timeout is not None and not _readable(self.sock, timeout):
+                return -1
             else:
                 count = self.sock.recv_into(self._view)
         except OSError as exc:
@@ -156,6 +181,45 @@ class FramedSocket:
         if not count and self.decoder.buffered:
             raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
         return count
+
+    def _recv_polling_first(self, timeout: float | None, poll: bool) -> int | None:
+        """:meth:`_recv` with NET_BUSY_POLL on: poll first if the last wait was short, then
+        wait; the wait is timed to decide whether the next one polls. None: ``timeout`` passed."""
+        if poll and self.polling and timeout != 0:      # a zero timeout is a look, not a wait
+            count = self._poll_briefly(timeout)
+            if count is not None:
+                return count
+            if timeout is not None:
+                timeout = max(timeout - self._busy_poll, 0.0)
+        started = perf_counter()
+        if timeout is not None and not _readable(self.sock, timeout):
+            return None
+        count = self.sock.recv_into(self._view)
+        if timeout != 0:
+            # Bytes that came this soon would have been caught by polling: poll next time.
+            self.polling = perf_counter() - started < self._busy_poll
+        return count
+
+    def _poll_briefly(self, timeout: float | None) -> int | None:
+        """Read without sleeping, retrying for up to NET_BUSY_POLL; None if nothing came.
+
+        Waking a thread that sleeps in recv costs tens of microseconds on loopback
+        and in VMs, as much as a whole small call; a reply (or a sequential
+        caller's next call) usually comes sooner than that. When nothing came in
+        time, the blocking wait that follows is timed, and decides whether the next
+        wait polls: a connection that answers slowly costs one budget, not one per wait.
+        """
+        sock, view = self.sock, self._view
+        deadline = None
+        while True:
+            try:
+                return sock.recv_into(view, 0, _DONTWAIT)
+            except BlockingIOError:
+                now = perf_counter()
+                if deadline is None:
+                    deadline = now + (self._busy_poll if timeout is None else min(self._busy_poll, timeout))
+                elif now >= deadline:
+                    return None
 
     def close(self) -> None:
         if self.closed:

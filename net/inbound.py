@@ -161,7 +161,8 @@ class InboundConnection:
         lock = self._lock
         while True:
             try:
-                frame = framed.receive()
+                # Poll for the next call only when nothing of this connection runs on other threads.
+                frame = framed.receive(not self.active)
             except FrameTooLarge as exc:
                 self._refuse_oversized(framed, exc)
                 return False

@@ -260,12 +260,13 @@ class OutboundConnection:
                 return True
         return True
 
-    def _pump(self, timeout: float | None) -> None:
-        """Read once and route what arrived; on any failure the connection dies (waiters fail)."""
+    def _pump(self, timeout: float | None, poll: bool = True) -> None:
+        """Read once and route what arrived; on any failure the connection dies (waiters fail).
+        ``poll``: see FramedSocket._recv (only a caller waiting for its own reply polls)."""
         if self.dead is not None:
             return
         try:
-            frames = self.framed.receive_available(timeout)
+            frames = self.framed.receive_available(timeout, poll)
             if frames is None:
                 raise PeerUnreachable(f"{self.where} closed the connection", peer=self.where)
             if frames:
@@ -347,7 +348,7 @@ class OutboundConnection:
             while self.pending and self.dead is None and lock.acquire(blocking=False):
                 try:
                     while self.pending and self.dead is None:
-                        self._pump(None)
+                        self._pump(None, False)     # its callers (futures, asyncio) keep the GIL
                 finally:
                     lock.release()
                 # A caller may have registered after our last look but failed to take the

@@ -28,6 +28,7 @@ def test_defaults_match_the_spec():
     assert values["NET_IS_HUB"] is False
     assert values["NET_DEV"] is False
     assert values["NET_MAX_MESSAGE"] == 256 * 1024 * 1024
+    assert values["NET_BUSY_POLL"] == 100
     assert not values["NET_HOST"].startswith("127."), "must advertise the LAN address, not loopback"
 
 
@@ -40,7 +41,8 @@ def test_values_are_read_and_exposed_as_attributes():
 
 
 @pytest.mark.parametrize("variable,value", [("NET_PORT_START", "abc"), ("NET_THREAD_LIMIT", "-1"),
-                                            ("NET_IS_HUB", "maybe"), ("NET_TIMEOUT", "-3")])
+                                            ("NET_IS_HUB", "maybe"), ("NET_TIMEOUT", "-3"),
+                                            ("NET_BUSY_POLL", "fast")])
 def test_malformed_value_fails_at_import_naming_variable_and_value(variable, value):
     result = import_net({variable: value})
     assert result.returncode != 0

@@ -1,0 +1,118 @@
+"""NET_BUSY_POLL: a thread about to wait for a reply polls its socket first, while that pays.
+
+The framing layer is tested over real socket pairs; calls across processes with
+polling off on either side are tested with real peers.
+"""
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import net
+from net import framed, wire
+from net.framed import FramedSocket
+
+import basic
+from support import ROOT, peer_env
+
+pytestmark = pytest.mark.skipif(not framed.busy_poll_seconds(),
+                                reason="busy polling needs MSG_DONTWAIT and two CPUs")
+
+
+@pytest.fixture
+def pair(monkeypatch):
+    """A FramedSocket (polling for up to 50 ms) and the raw socket at the other end."""
+    monkeypatch.setattr(net, "BUSY_POLL", 50_000)
+    ours, theirs = socket.socketpair()
+    connection = FramedSocket(ours, "pair", 1 << 20)
+    yield connection, theirs
+    connection.close()
+    theirs.close()
+
+
+def frame(kind, request_id, payload):
+    return wire.frame_bytes(kind, request_id, payload, max_message=1 << 20)
+
+
+def send_later(sock, delay, data):
+    timer = threading.Timer(delay, sock.sendall, args=(data,))
+    timer.start()
+    return timer
+
+
+def test_a_frame_that_arrives_while_polling_is_read_and_polling_stays_on(pair):
+    connection, theirs = pair
+    assert connection.polling
+    send_later(theirs, 0.002, frame(wire.Kind.RESULT, 7, {"ok": [1, b"2"]})).join()
+    frames = connection.receive_available(None)
+    assert [(f.kind, f.request_id, f.payload) for f in frames] == [(wire.Kind.RESULT, 7, {"ok": [1, b"2"]})]
+    assert connection.polling
+
+
+def test_a_slow_answer_turns_polling_off_and_a_fast_one_back_on(pair, monkeypatch):
+    connection, theirs = pair
+    connection._busy_poll = 0.005
+    timer = send_later(theirs, 0.2, frame(wire.Kind.RESULT, 1, "late"))
+    assert connection.receive_available(None)[0].payload == "late"
+    timer.join()
+    assert not connection.polling, "an answer slower than NET_BUSY_POLL must stop the polling"
+    theirs.sendall(frame(wire.Kind.RESULT, 2, "at once"))
+    assert connection.receive_available(None)[0].payload == "at once"
+    assert connection.polling, "an answer that came at once would have been caught by polling"
+
+
+def test_a_zero_timeout_look_neither_polls_nor_changes_the_mode(pair):
+    connection, theirs = pair
+    assert connection.receive_available(0.0) == []
+    assert connection.polling
+    theirs.sendall(frame(wire.Kind.PONG, 0, None))
+    assert [f.kind for f in connection.receive_available(0.0)] == [wire.Kind.PONG]
+
+
+def test_a_timed_wait_never_polls_past_its_timeout(pair):
+    connection, _ = pair
+    connection._busy_poll = 5.0
+    started = time.monotonic()
+    assert connection.receive_available(0.05) == []
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_other_side_closing_while_polling_is_a_clean_close(pair):
+    connection, theirs = pair
+    threading.Timer(0.002, theirs.shutdown, args=(socket.SHUT_WR,)).start()
+    assert connection.receive_available(None) is None
+
+
+def test_zero_turns_polling_off(monkeypatch):
+    monkeypatch.setattr(net, "BUSY_POLL", 0)
+    ours, theirs = socket.socketpair()
+    connection = FramedSocket(ours, "pair", 1 << 20)
+    try:
+        assert not connection.polling
+        theirs.sendall(frame(wire.Kind.RESULT, 1, "x"))
+        assert connection.receive_available(None)[0].payload == "x"
+        assert not connection.polling
+    finally:
+        connection.close()
+        theirs.close()
+
+
+def test_a_process_on_one_cpu_never_polls():
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " \
+           "from net import framed; print(framed.busy_poll_seconds())"
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == 0.0
+
+
+def test_calls_work_with_polling_off_on_either_side(spawn, monkeypatch):
+    quiet_callee = spawn("basic", env=peer_env(NET_BUSY_POLL="0"))
+    assert [basic.add(i, 1, peer=quiet_callee.id) for i in range(50)] == [i + 1 for i in range(50)]
+    monkeypatch.setattr(net, "BUSY_POLL", 0)        # connections opened from now on do not poll
+    polling_callee = spawn("basic")
+    assert [basic.echo(b"x" * i, peer=polling_callee.id) for i in range(50)] == [b"x" * i for i in range(50)]
