@@ -79,7 +79,7 @@ class FramedSocket:
         self._tls = isinstance(sock, TLSChannel)
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
-        self._busy_poll = busy_poll_seconds() if not self._tls else 0.0
+        self._busy_poll = busy_poll_seconds()
         self.polling = self._busy_poll > 0     # poll before the next blocking wait: the last wait was short
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
@@ -161,41 +161,46 @@ class FramedSocket:
         (and page in) an n-byte object per call.
         """
         try:
-            if self._tls:
-                if timeout is not None and not _readable(self.sock, timeout):
-                    return -1
-                # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
-                count = self.sock.recv_into_within(self._view, timeout)
-                if count is None:
-                    return -1
-            elif self._busy_poll:
-                count = self._recv_polling_first(timeout, poll)
-                if count is None:
-                    return -1
-            elif timeout is not None and not _readable(self.sock, timeout):
-                return -1
-            else:
-                count = self.sock.recv_into(self._view)
+            count = self._recv_polling_first(timeout, poll) if self._busy_poll else self._wait_and_read(timeout)
         except OSError as exc:
             raise _as_net_error(exc, self.where, "receiving from") from exc
+        if count is None:
+            return -1
         if not count and self.decoder.buffered:
             raise ProtocolError(f"{self.where} closed the connection in the middle of a frame")
         return count
 
+    def _wait_and_read(self, timeout: float | None) -> int | None:
+        """Sleep until bytes come (at most ``timeout`` seconds), then read; None if none came."""
+        if timeout is not None and not _readable(self.sock, timeout):
+            return None
+        if self._tls:
+            # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
+            return self.sock.recv_into_within(self._view, timeout)
+        return self.sock.recv_into(self._view)
+
+    def _read_now(self) -> int | None:
+        """One read that never sleeps: bytes read (0: closed), None if nothing (whole) is there."""
+        if self._tls:
+            return self.sock.recv_into_now(self._view)
+        try:
+            return self.sock.recv_into(self._view, 0, _DONTWAIT)
+        except BlockingIOError:
+            return None
+
     def _recv_polling_first(self, timeout: float | None, poll: bool) -> int | None:
         """:meth:`_recv` with NET_BUSY_POLL on: poll first if the last wait was short, then
         wait; the wait is timed to decide whether the next one polls. None: ``timeout`` passed."""
-        if poll and self.polling and timeout != 0:      # a zero timeout is a look, not a wait
+        looking = timeout == 0      # a zero timeout is a look, not a wait: no polling, no timing
+        if poll and self.polling and not looking:
             count = self._poll_briefly(timeout)
             if count is not None:
                 return count
             if timeout is not None:
                 timeout = max(timeout - self._busy_poll, 0.0)
         started = perf_counter()
-        if timeout is not None and not _readable(self.sock, timeout):
-            return None
-        count = self.sock.recv_into(self._view)
-        if timeout != 0:
+        count = self._wait_and_read(timeout)
+        if not looking:
             # Bytes that came this soon would have been caught by polling: poll next time.
             self.polling = perf_counter() - started < self._busy_poll
         return count
@@ -209,17 +214,17 @@ class FramedSocket:
         time, the blocking wait that follows is timed, and decides whether the next
         wait polls: a connection that answers slowly costs one budget, not one per wait.
         """
-        sock, view = self.sock, self._view
+        read_now = self._read_now
         deadline = None
         while True:
-            try:
-                return sock.recv_into(view, 0, _DONTWAIT)
-            except BlockingIOError:
-                now = perf_counter()
-                if deadline is None:
-                    deadline = now + (self._busy_poll if timeout is None else min(self._busy_poll, timeout))
-                elif now >= deadline:
-                    return None
+            count = read_now()
+            if count is not None:
+                return count
+            now = perf_counter()
+            if deadline is None:
+                deadline = now + (self._busy_poll if timeout is None else min(self._busy_poll, timeout))
+            elif now >= deadline:
+                return None
 
     def close(self) -> None:
         if self.closed:

@@ -123,6 +123,14 @@ class TLSChannel:
             except socket.timeout:
                 return None
 
+    def recv_into_now(self, buffer: memoryview) -> int | None:
+        """Read what has arrived without waiting; None when no whole record is there yet."""
+        with self._lock:
+            try:
+                return self.ssl.recv_into(buffer)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return None
+
     def pending(self) -> int:
         with self._lock:
             return self.ssl.pending()

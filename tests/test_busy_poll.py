@@ -13,7 +13,7 @@ import time
 import pytest
 
 import net
-from net import framed, wire
+from net import certs, framed, tls, wire
 from net.framed import FramedSocket
 
 import basic
@@ -85,6 +85,36 @@ def test_the_other_side_closing_while_polling_is_a_clean_close(pair):
     connection, theirs = pair
     threading.Timer(0.002, theirs.shutdown, args=(socket.SHUT_WR,)).start()
     assert connection.receive_available(None) is None
+
+
+def test_tls_connections_poll_too(monkeypatch, tmp_path):
+    monkeypatch.setattr(net, "BUSY_POLL", 50_000)
+    certs.create_ca(tmp_path)
+    paths = {name: certs.create_peer(tmp_path, name) for name in ("a", "b")}
+    ca = str(tmp_path / "ca.pem")
+    ours, theirs = socket.socketpair()
+    server_side = tls.server_context(*map(str, paths["b"]), ca).wrap_socket(theirs, server_side=True,
+                                                                            do_handshake_on_connect=False)
+    handshake = threading.Thread(target=server_side.do_handshake)
+    handshake.start()
+    client_side = tls.client_context(*map(str, paths["a"]), ca).wrap_socket(ours)
+    handshake.join(10)
+    connection = FramedSocket(tls.TLSChannel(client_side, "pair"), "pair", 1 << 20)
+    try:
+        assert connection.polling
+        send_later(server_side, 0.002, frame(wire.Kind.RESULT, 3, "sealed")).join()
+        assert connection.receive_available(None)[0].payload == "sealed"
+        assert connection.polling
+        server_side.sendall(frame(wire.Kind.RESULT, 4, b"x" * 100_000))     # several records
+        received = []
+        for _ in range(1000):           # a record at a time
+            received = connection.receive_available(5.0)
+            if received:
+                break
+        assert received[0].payload == b"x" * 100_000
+    finally:
+        connection.close()
+        server_side.close()
 
 
 def test_zero_turns_polling_off(monkeypatch):
