@@ -7,20 +7,18 @@ connection: a plain ``recv(n)`` would allocate and page in ``n`` bytes per call.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import threading
 from time import perf_counter
 from typing import Any, Iterator
 
-from . import config, wire
+from . import busy_poll, wire
 from .errors import NetError, PeerUnreachable, ProtocolError, Timeout
 from .tls import TLSChannel
 
 RECV_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024          # bodies below this are joined with their header: one syscall
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)     # absent on Windows: no busy polling there
 
 
 def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Timeout:
@@ -29,21 +27,6 @@ def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Tim
         return Timeout(f"{action} {peer} timed out", peer=peer)
     reason = exc.strerror or exc.__class__.__name__
     return PeerUnreachable(f"{action} {peer} failed: {reason}", peer=peer)
-
-
-def busy_poll_seconds() -> float:
-    """NET_BUSY_POLL in seconds, 0 where polling cannot pay: no non-blocking recv flag (Windows),
-    or one CPU (the poller would only delay the peer process it waits for)."""
-    if not _DONTWAIT or _usable_cpus() < 2:
-        return 0.0
-    return config.get("BUSY_POLL") / 1_000_000
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -79,7 +62,7 @@ class FramedSocket:
         self._tls = isinstance(sock, TLSChannel)
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
-        self._busy_poll = busy_poll_seconds()
+        self._busy_poll = busy_poll.budget_seconds()
         self.polling = self._busy_poll > 0     # poll before the next blocking wait: the last wait was short
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
@@ -184,7 +167,7 @@ class FramedSocket:
         if self._tls:
             return self.sock.recv_into_now(self._view)
         try:
-            return self.sock.recv_into(self._view, 0, _DONTWAIT)
+            return self.sock.recv_into(self._view, 0, busy_poll.DONTWAIT)
         except BlockingIOError:
             return None
 
@@ -192,7 +175,7 @@ class FramedSocket:
         """:meth:`_recv` with NET_BUSY_POLL on: poll first if the last wait was short, then
         wait; the wait is timed to decide whether the next one polls. None: ``timeout`` passed."""
         looking = timeout == 0      # a zero timeout is a look, not a wait: no polling, no timing
-        if poll and self.polling and not looking:
+        if poll and self.polling and not looking and busy_poll.spare_cpu():
             count = self._poll_briefly(timeout)
             if count is not None:
                 return count

@@ -13,14 +13,14 @@ import time
 import pytest
 
 import net
-from net import certs, framed, tls, wire
+from net import busy_poll, certs, tls, wire
 from net.framed import FramedSocket
 
 import basic
 from support import ROOT, peer_env
 
-pytestmark = pytest.mark.skipif(not framed.busy_poll_seconds(),
-                                reason="busy polling needs MSG_DONTWAIT and two CPUs")
+pytestmark = pytest.mark.skipif(not busy_poll.budget_seconds(),
+                                reason="busy polling needs MSG_DONTWAIT, two CPUs and /proc/loadavg")
 
 
 @pytest.fixture
@@ -133,11 +133,30 @@ def test_zero_turns_polling_off(monkeypatch):
 
 def test_a_process_on_one_cpu_never_polls():
     code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " \
-           "from net import framed; print(framed.busy_poll_seconds())"
+           "from net import busy_poll; print(busy_poll.budget_seconds())"
     result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) == 0.0
+
+
+def test_no_polling_while_every_cpu_is_busy():
+    """Pollers on a machine with no CPU to spare would take it from the peer they wait for."""
+    spin = "import time; print('go', flush=True); end = time.monotonic() + 10\nwhile time.monotonic() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True)
+                for _ in range(busy_poll.usable_cpus() + 1)]
+    try:
+        assert all(p.stdout.readline().strip() == "go" for p in spinners)
+        load = busy_poll.Load()
+        looks = []
+        for _ in range(5):
+            load.next_sample = 0.0      # look again now
+            looks.append(load.spare_cpu())
+        assert looks == [False] * 5, f"{len(spinners)} spinning processes, yet a CPU looked spare: {looks}"
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait(10)
 
 
 def test_calls_work_with_polling_off_on_either_side(spawn, monkeypatch):
