@@ -175,8 +175,11 @@ class FramedSocket:
         """:meth:`_recv` with NET_BUSY_POLL on: poll first if the last wait was short, then
         wait; the wait is timed to decide whether the next one polls. None: ``timeout`` passed."""
         looking = timeout == 0      # a zero timeout is a look, not a wait: no polling, no timing
-        if poll and self.polling and not looking and busy_poll.spare_cpu():
-            count = self._poll_briefly(timeout)
+        if poll and self.polling and not looking and busy_poll.spare_cpu() and busy_poll.POLLER.acquire(False):
+            try:
+                count = self._poll_briefly(timeout)
+            finally:
+                busy_poll.POLLER.release()
             if count is not None:
                 return count
             if timeout is not None:
@@ -197,7 +200,7 @@ class FramedSocket:
         time, the blocking wait that follows is timed, and decides whether the next
         wait polls: a connection that answers slowly costs one budget, not one per wait.
         """
-        read_now = self._read_now
+        read_now, spare_cpu = self._read_now, busy_poll.spare_cpu
         deadline = None
         while True:
             count = read_now()
@@ -206,7 +209,7 @@ class FramedSocket:
             now = perf_counter()
             if deadline is None:
                 deadline = now + (self._busy_poll if timeout is None else min(self._busy_poll, timeout))
-            elif now >= deadline:
+            elif now >= deadline or not spare_cpu():
                 return None
 
     def close(self) -> None:

@@ -159,10 +159,12 @@ class InboundConnection:
         framed = self.framed
         assert framed is not None
         lock = self._lock
+        shared = self.server.shared
         while True:
             try:
-                # Poll for the next call only when nothing of this connection runs on other threads.
-                frame = framed.receive(not self.active)
+                # Poll for the next call only when nothing of this connection runs on other threads
+                # and no other connection has been calling (see busy_poll.SharedServer).
+                frame = framed.receive(not self.active and shared.alone(self.last_activity))
             except FrameTooLarge as exc:
                 self._refuse_oversized(framed, exc)
                 return False
@@ -182,11 +184,12 @@ class InboundConnection:
             try:
                 if self.retired:            # closed as idle: this frame is never run (caller resends)
                     return False
-                self.last_activity = monotonic()
+                self.last_activity = now = monotonic()
                 if is_call and request_id > self.last_request:
                     self.last_request = request_id
             finally:
                 lock.release()
+            shared.called(self, now)
             if is_call:
                 self._dispatch(request_id, payload, kind is CALL, generation)
             elif not self._handle(frame):

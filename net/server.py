@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from . import config, transport
+from . import busy_poll, config, transport
 from .inbound import InboundConnection
 
 log = logging.getLogger("net")
@@ -97,6 +97,7 @@ class Server:
         self.handshake_timeout = config.get("HANDSHAKE_TIMEOUT")
         self.idle_timeout = config.get("IDLE_TIMEOUT")
         self.max_message = config.get("MAX_MESSAGE")
+        self.shared = busy_poll.SharedServer()      # whether its readers may busy-poll
         self.connections: set[InboundConnection] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()

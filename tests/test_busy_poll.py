@@ -159,6 +159,21 @@ def test_no_polling_while_every_cpu_is_busy():
             p.wait(10)
 
 
+def test_a_callee_called_over_two_connections_stops_polling_until_one_calls_alone():
+    shared, a, b = busy_poll.SharedServer(), object(), object()
+    window = busy_poll.SharedServer.WINDOW
+    for n in range(100):                        # one caller, however fast: its reader may poll
+        shared.called(a, n * 0.0001)
+    assert shared.alone(0.01)
+    shared.called(b, 0.0101)                    # a second caller right after
+    assert not shared.alone(0.0101)
+    shared.called(a, 0.0102)
+    assert not shared.alone(0.0102 + window / 2)
+    assert shared.alone(0.0102 + window)        # b went quiet: a is alone again
+    shared.called(b, 1.0)                       # long after: not shared use
+    assert shared.alone(1.0)
+
+
 def test_calls_work_with_polling_off_on_either_side(spawn, monkeypatch):
     quiet_callee = spawn("basic", env=peer_env(NET_BUSY_POLL="0"))
     assert [basic.add(i, 1, peer=quiet_callee.id) for i in range(50)] == [i + 1 for i in range(50)]
