@@ -19,6 +19,7 @@ from .tls import TLSChannel
 
 RECV_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024          # bodies below this are joined with their header: one syscall
+BATCHED_CALM = 0.01             # seconds without polling after frames arrived together
 
 
 def _as_net_error(exc: OSError, peer: str, action: str) -> PeerUnreachable | Timeout:
@@ -64,6 +65,7 @@ class FramedSocket:
         self.closed = False
         self._busy_poll = busy_poll.budget_seconds()
         self.polling = self._busy_poll > 0     # poll before the next blocking wait: the last wait was short
+        self.calm_until = 0.0                   # no polling before this (perf_counter): frames came batched
 
     def send(self, kind: wire.Kind, request_id: int, payload: Any = None) -> None:
         """Frame and send one message (MessageTooLarge/TypeError before anything is sent)."""
@@ -121,6 +123,8 @@ class FramedSocket:
             if not count:
                 return None
             decoder.feed(self._view[:count])
+            if len(decoder.ready_frames) > 1:
+                self._batched()
 
     def receive_available(self, timeout: float | None = None, poll: bool = True) -> list[wire.Frame] | None:
         """Read once (waiting at most ``timeout`` seconds; None = block) and return every complete
@@ -132,8 +136,19 @@ class FramedSocket:
         """
         count = self._recv(timeout, poll)
         if count:
-            return self.decoder.decode(self._view[:count]) if count > 0 else []
+            if count < 0:
+                return []
+            frames = self.decoder.decode(self._view[:count])
+            if len(frames) > 1:
+                self._batched()
+            return frames
         return None
+
+    def _batched(self) -> None:
+        """Frames came together: the other side sends without waiting for each answer, and
+        polling would only split its batches (one read and one send per frame instead of per
+        batch: 8 threads sharing a connection measured 0.56x raw polling, 0.68x not)."""
+        self.calm_until = perf_counter() + BATCHED_CALM
 
     def _recv(self, timeout: float | None, poll: bool = True) -> int:
         """One recv into the reusable buffer: bytes read, -1 if none came within ``timeout``,
@@ -175,7 +190,9 @@ class FramedSocket:
         """:meth:`_recv` with NET_BUSY_POLL on: poll first if the last wait was short, then
         wait; the wait is timed to decide whether the next one polls. None: ``timeout`` passed."""
         looking = timeout == 0      # a zero timeout is a look, not a wait: no polling, no timing
-        if poll and self.polling and not looking and busy_poll.spare_cpu() and busy_poll.POLLER.acquire(False):
+        started = perf_counter()
+        if poll and self.polling and not looking and started >= self.calm_until and busy_poll.spare_cpu() \
+                and busy_poll.POLLER.acquire(False):
             try:
                 count = self._poll_briefly(timeout)
             finally:
@@ -184,7 +201,7 @@ class FramedSocket:
                 return count
             if timeout is not None:
                 timeout = max(timeout - self._busy_poll, 0.0)
-        started = perf_counter()
+            started = perf_counter()
         count = self._wait_and_read(timeout)
         if not looking:
             # Bytes that came this soon would have been caught by polling: poll next time.

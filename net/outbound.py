@@ -221,7 +221,7 @@ class OutboundConnection:
                     if self.dead is not None:       # died before we registered: nobody failed us
                         waiter.fail(self.dead)
                     else:
-                        self._pump(None)
+                        self._pump(None, len(self.pending) < 2)     # polls only for a lone call
             except BaseException:
                 self.abandon(request_id)
                 raise
@@ -242,12 +242,12 @@ class OutboundConnection:
                 try:
                     while waiter.frame is None and waiter.error is None:
                         if deadline is None:
-                            self._pump(None)
+                            self._pump(None, len(self.pending) < 2)
                         else:
                             remaining = deadline - time.monotonic()
                             if remaining <= 0:
                                 return False
-                            self._pump(remaining)
+                            self._pump(remaining, len(self.pending) < 2)
                 finally:
                     self._read_lock.release()
                     if self.pending:
@@ -262,7 +262,9 @@ class OutboundConnection:
 
     def _pump(self, timeout: float | None, poll: bool = True) -> None:
         """Read once and route what arrived; on any failure the connection dies (waiters fail).
-        ``poll``: see FramedSocket._recv (only a caller waiting for its own reply polls)."""
+
+        ``poll``: see FramedSocket._recv. Only a caller waiting for its own reply, with no
+        other call in flight, polls: the threads its reads wake would wait for the GIL."""
         if self.dead is not None:
             return
         try:

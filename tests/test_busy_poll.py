@@ -117,6 +117,21 @@ def test_tls_connections_poll_too(monkeypatch, tmp_path):
         server_side.close()
 
 
+@pytest.mark.parametrize("reader", ["receive_available", "receive"])
+def test_frames_that_come_together_pause_polling(pair, reader):
+    """A sender that does not wait for each answer gains nothing from polling: it would split its batches."""
+    connection, theirs = pair
+    theirs.sendall(frame(wire.Kind.RESULT, 1, "one"))
+    first = getattr(connection, reader)()
+    assert connection.calm_until < time.perf_counter(), "one frame at a time is no batch"
+    theirs.sendall(frame(wire.Kind.RESULT, 2, "two") + frame(wire.Kind.RESULT, 3, "three"))
+    second = getattr(connection, reader)()
+    assert connection.calm_until > time.perf_counter(), "two frames in one read: polling pauses"
+    payloads = [f.payload for f in (first if isinstance(first, list) else [first])]
+    payloads += [f.payload for f in (second if isinstance(second, list) else [second, connection.receive()])]
+    assert payloads == ["one", "two", "three"]
+
+
 def test_zero_turns_polling_off(monkeypatch):
     monkeypatch.setattr(net, "BUSY_POLL", 0)
     ours, theirs = socket.socketpair()
