@@ -62,7 +62,8 @@ class OutboundConnection:
         self.dead: NetError | None = None
         self.calls_started = 0
         self._read_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Lock()       # released = the background reader should look again
+        self._wake.acquire()
         self._background: threading.Thread | None = None    # started on first need (see _rouse)
         self._background_lock = threading.Lock()
 
@@ -339,14 +340,20 @@ class OutboundConnection:
                     self._background = threading.Thread(target=self._background_reader, daemon=True,
                                                         name=f"net-client-{self.where}")
                     self._background.start()
-        self._wake.set()
+        self._signal()
+
+    def _signal(self) -> None:
+        """Wake the background reader (a lock as a binary semaphore: cheaper than an Event)."""
+        try:
+            self._wake.release()
+        except RuntimeError:        # already signalled, not yet seen
+            pass
 
     def _background_reader(self) -> None:
         """Read whenever callers wait and no caller is reading; sleep otherwise."""
         lock = self._read_lock
         while self.dead is None:
-            self._wake.wait()
-            self._wake.clear()
+            self._wake.acquire()
             while self.pending and self.dead is None and lock.acquire(blocking=False):
                 try:
                     while self.pending and self.dead is None:
@@ -368,7 +375,7 @@ class OutboundConnection:
             except KeyError:
                 break
             waiter.fail(error)
-        self._wake.set()
+        self._signal()
 
     def close(self) -> None:
         self._die(PeerUnreachable(f"connection to {self.where} was closed by this process", peer=self.where))
