@@ -50,6 +50,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _busy_poll_microseconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 10_000:
+        raise ValueError("expected microseconds 0-10000 (0: no busy polling)")
+    return value
+
+
 def _seconds_or_none(text: str) -> float | None:
     if text.strip().lower() in ("", "none", "0", "off"):
         return None
@@ -171,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
             "answer (also answer others' queries), announce (also say hello/goodbye); see README"),
     Setting("DISCOVERY_TIMEOUT", _seconds, 0.3,
             "seconds net.peers() waits for multicast answers, and for one probe to connect or answer"),
-    Setting("BUSY_POLL", _non_negative_int, 100,
+    Setting("BUSY_POLL", _busy_poll_microseconds, 100,
             "microseconds a thread about to wait for a reply (or for a connection's next call) keeps "
             "polling the socket first, while that connection answers that fast; 0: never"),
     Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,

@@ -42,7 +42,7 @@ def test_values_are_read_and_exposed_as_attributes():
 
 @pytest.mark.parametrize("variable,value", [("NET_PORT_START", "abc"), ("NET_THREAD_LIMIT", "-1"),
                                             ("NET_IS_HUB", "maybe"), ("NET_TIMEOUT", "-3"),
-                                            ("NET_BUSY_POLL", "fast")])
+                                            ("NET_BUSY_POLL", "fast"), ("NET_BUSY_POLL", "100000")])
 def test_malformed_value_fails_at_import_naming_variable_and_value(variable, value):
     result = import_net({variable: value})
     assert result.returncode != 0
