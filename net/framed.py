@@ -10,6 +10,7 @@ import contextlib
 import select
 import socket
 import threading
+from collections import deque
 from time import perf_counter
 from typing import Any, Iterator
 
@@ -59,6 +60,7 @@ class FramedSocket:
         self.max_message = max_message
         self.decoder = wire.FrameDecoder(max_message, expect_preamble, where)
         self._send_lock = threading.Lock()
+        self._left: deque[bytes] = deque()     # small frames left for the thread holding _send_lock
         self._view = memoryview(bytearray(RECV_CHUNK))
         self._tls = isinstance(sock, TLSChannel)
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
@@ -80,30 +82,77 @@ class FramedSocket:
         if not self.decoder.ready_frames or len(body) >= SMALL_BODY:
             self.send_encoded(header, body)
             return
-        with self._send_lock:
-            self._corked.append(header + body)
+        self._corked.append(header + body)
 
     def flush(self) -> None:
         """Send what :meth:`send_soon` held back."""
-        try:
-            with self._send_lock:
-                if self._corked:
-                    data = b"".join(self._corked)
-                    self._corked.clear()
-                    self.sock.sendall(data)
-        except OSError as exc:
-            raise _as_net_error(exc, self.where, "sending to") from exc
+        if self._corked:
+            data = b"".join(self._corked)
+            self._corked.clear()
+            try:
+                self._send_or_leave(data)
+            except OSError as exc:
+                raise _as_net_error(exc, self.where, "sending to") from exc
 
     def send_encoded(self, header: bytes, body: bytes) -> None:
         try:
+            if len(body) < SMALL_BODY:
+                self._send_or_leave(header + body)
+                return
             with self._send_lock:
-                if len(body) < SMALL_BODY:
-                    self.sock.sendall(header + body)
-                else:
-                    self.sock.sendall(header)
-                    self.sock.sendall(body)
+                self._send_left()           # what other threads left goes first
+                self.sock.sendall(header)
+                self.sock.sendall(body)
         except OSError as exc:
             raise _as_net_error(exc, self.where, "sending to") from exc
+        self._send_what_was_left()
+
+    def _send_or_leave(self, data: bytes) -> None:
+        """Send ``data`` now, or, while another thread is sending, leave it for that thread.
+
+        Whoever holds the send lock sends what was left meanwhile before it lets go, so
+        threads never sleep on the lock for a small frame (8 threads calling through one
+        connection spent a quarter of their time waiting there), and a burst goes out in
+        one send. A frame left for another thread is lost only if that send fails, and
+        then the connection is dying and its calls fail with it.
+        """
+        left = self._left
+        if self._send_lock.acquire(False):
+            try:
+                if left:
+                    left.append(data)
+                    self._send_left()
+                else:
+                    self.sock.sendall(data)
+            finally:
+                self._send_lock.release()
+        else:
+            left.append(data)
+        if left:
+            self._send_what_was_left()
+
+    def _send_left(self) -> None:
+        """Send what other threads left (the caller holds the send lock)."""
+        left = self._left
+        count = len(left)
+        if count:
+            self.sock.sendall(b"".join([left.popleft() for _ in range(count)]))
+
+    def _send_what_was_left(self) -> None:
+        """After letting go of the send lock: send what was left while it was held, unless
+        another thread holds it now (then that thread will). This thread's own data already
+        went out, so a failure here is not this thread's: the connection is shut down, which
+        its reader sees, and the calls on it fail from there."""
+        left = self._left
+        while left and self._send_lock.acquire(False):
+            try:
+                self._send_left()
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                return
+            finally:
+                self._send_lock.release()
 
     def receive(self, poll: bool = True) -> wire.Frame | None:
         """Block until one frame arrives; None when the other side closed cleanly.
