@@ -111,7 +111,3 @@ class SharedServer:
     def alone(self, now: float) -> bool:
         return now >= self.shared_until
 
-
-def spare_cpu() -> bool:
-    """True if polling now would not take a CPU someone else needs (see the module doc)."""
-    return load().spare_cpu()

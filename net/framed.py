@@ -66,6 +66,7 @@ class FramedSocket:
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
         self._busy_poll = busy_poll.budget_seconds()
+        self._load = busy_poll.load()              # whether a CPU is spare (looked up once)
         self.polling = self._busy_poll > 0     # poll before the next blocking wait: the last wait was short
         self.calm_until = 0.0                   # no polling before this (perf_counter): frames came batched
 
@@ -240,7 +241,7 @@ class FramedSocket:
         wait; the wait is timed to decide whether the next one polls. None: ``timeout`` passed."""
         looking = timeout == 0      # a zero timeout is a look, not a wait: no polling, no timing
         started = perf_counter()
-        if poll and self.polling and not looking and started >= self.calm_until and busy_poll.spare_cpu() \
+        if poll and self.polling and not looking and started >= self.calm_until and self._load.spare_cpu() \
                 and busy_poll.POLLER.acquire(False):
             try:
                 count = self._poll_briefly(timeout)
@@ -266,7 +267,7 @@ class FramedSocket:
         time, the blocking wait that follows is timed, and decides whether the next
         wait polls: a connection that answers slowly costs one budget, not one per wait.
         """
-        read_now, spare_cpu = self._read_now, busy_poll.spare_cpu
+        read_now, spare_cpu = self._read_now, self._load.spare_cpu
         deadline = None
         while True:
             count = read_now()
