@@ -55,9 +55,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     env = dict(os.environ, NET_HOST="127.0.0.1", NET_BIND="127.0.0.1", NET_DISCOVERY="off", NET_PORT_RANGE="0")
+    polling = env.get("NET_BUSY_POLL", "100")      # the default, unless this run sets another
     servers = {mode: baseline.start_server(os.path.join(HERE, "echo_peer.py"),
                                            env=dict(env, NET_PORT_START=str(port), NET_BUSY_POLL=value))
-               for mode, port, value in (("polling", 29470, env.get("NET_BUSY_POLL", "100")),
+               for mode, port, value in (("polling", 29470, polling),
                                          ("sleeping", 29471, "0"))}
     caller_env = dict(env, NET_PORT_START="29480", NET_PORT_RANGE="100")
     try:
@@ -67,7 +68,7 @@ def main() -> None:
         print(f"{'callers':>8} {'polling calls/s':>16} {'NET_BUSY_POLL=0':>16} {'ratio':>7}")
         for callers in options.callers:
             figures = baseline.interleaved({
-                mode: (lambda port=port, value=("0" if mode == "sleeping" else caller_env.get("NET_BUSY_POLL", "100")):
+                mode: (lambda port=port, value=("0" if mode == "sleeping" else polling):
                        calls_per_s(port, callers, options.seconds, dict(caller_env, NET_BUSY_POLL=value)))
                 for mode, (_, port) in servers.items()}, options.rounds)
             print(f"{callers:8d} {baseline.median(figures['polling']):16.0f} "
