@@ -24,7 +24,7 @@ import baseline  # noqa: E402
 import minimal_rpc  # noqa: E402
 
 baseline.use_loopback(29100)
-from net import client  # noqa: E402
+from net.calls import client  # noqa: E402
 
 SMALL = b"x" * 32
 BIG = os.urandom(16 * 1024 * 1024)

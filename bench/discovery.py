@@ -33,7 +33,7 @@ RUNS = 20
 
 def on_host() -> None:
     import net
-    from net import discovery
+    from net.discovery import peers as discovery
     net.PORT_START, net.PORT_RANGE = PORT_START, 39
     peers = [PeerProcess("basic", env=peer_env(port_start=PORT_START + 7 * i, NET_PORT_RANGE="5"))
              for i in range(5)]

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from baseline import recv_exactly, serve  # noqa: E402
-from net import wire  # noqa: E402
+from net.wire import frames as wire  # noqa: E402
 
 HEADER = wire.HEADER
 

@@ -11,7 +11,7 @@ EVENT_RATE numbered events a second that every client process subscribes
 to; losses and reordering are counted (target 0). Latency is measured per call in the callers;
 RSS is sampled from /proc every second. ``--security key|tls`` runs the same
 load with NET_SECRET or mutual TLS (certificates made in a temporary
-directory with net.certs). ``SOAK_TRACEMALLOC=15`` makes the serving peer
+directory with net.cli.certs). ``SOAK_TRACEMALLOC=15`` makes the serving peer
 print, at the end, what its Python heap grew by since second 15 (leak hunting).
 """
 from __future__ import annotations
@@ -173,7 +173,7 @@ def security_env(mode: str, workdir: str) -> dict[str, str]:
         return {"NET_SECRET": KEY}
     if mode == "tls":
         from pathlib import Path
-        from net import certs
+        from net.cli import certs
         directory = Path(workdir)
         certs.create_ca(directory)
         certs.create_peer(directory, "soak")

@@ -14,7 +14,7 @@ import atheris
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 with atheris.instrument_imports():
-    from net import auth, wire
+    from net.wire import handshake as auth, frames as wire
     from net.errors import AuthError, ProtocolError
 
 KEY = b"the fuzzer never learns this key"

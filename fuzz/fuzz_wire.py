@@ -13,7 +13,7 @@ import atheris
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 with atheris.instrument_imports():
-    from net import wire
+    from net.wire import frames as wire
     from net.errors import ProtocolError
 
 LIMIT = 4096

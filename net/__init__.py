@@ -27,13 +27,10 @@ except _ConfigError as _error:
         raise                       # an application importing net gets the exception
     print(f"net: {_error}", file=_sys.stderr)      # a command-line user gets one line, no traceback
     raise SystemExit(2) from None
-from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, FrameTooLarge, InvalidConnection, MessageTooLarge, NetError,
-                     PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout,
-                     UnknownPeer, UserCodeError, VersionMismatch)
-from .api import cancelled, connect, flag, timeout
-from .events import event, subscribe
+from .errors import AuthError, Cancelled, ConfigError, DiscoveryDisabled, FrameTooLarge, InvalidConnection, MessageTooLarge, NetError, PeerUnreachable, PortsExhausted, ProtocolError, RemoteError, Timeout, UnknownPeer, UserCodeError, VersionMismatch
+from .api import cancelled, connect, event, flag, subscribe, timeout
 from .peer import Peer
-from .discovery import Peers, peers
+from .discovery.peers import Peers, peers
 from . import peer
 from .defaults.handlers import connections, info, null, pass_through, subscription_handler
 from . import defaults as _defaults  # noqa: F401  (registers the built-in flags)

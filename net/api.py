@@ -1,4 +1,5 @@
-"""The decorators and helpers users write: ``@net.connect``, ``@net.flag``, ``net.timeout``.
+"""The decorators and helpers users write: ``@net.connect``, ``@net.flag``, ``@net.event``,
+``@net.subscribe``, ``net.timeout``.
 
 A connected function stays a plain local function; given ``peer=`` it runs on
 that peer instead. ``peer`` may be a peer id (bytes or str), ``"host:port"``,
@@ -8,13 +9,20 @@ a ``(host, port)`` tuple, an entry from ``net.peers()`` (anything with
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+import logging
+from typing import Any, Callable, Mapping, TypeVar
 
-from . import client, context, registry, streams
+from .calls import client
+from .calls import deadlines, flags
+from .serving import request as context, registry
+from .calls import streams
+from .events import publisher, subscriber
+from .events.peer_lists import looks_like_peers, peer_addresses, single_peer
 from .peer import Peer, _Peer
+from .wire import addresses, ids
 
+log = logging.getLogger("net")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -22,26 +30,7 @@ def resolve(target: Any) -> tuple[str, int]:
     """Where a ``peer=`` value points: ``(host, port)``. ValueError if it points nowhere."""
     if isinstance(target, _Peer):
         return target.host, int(target.port or 0)
-    if isinstance(target, (bytes, str)):
-        text = target.decode("ascii", "replace") if isinstance(target, bytes) else target
-        try:
-            decoded = _Peer.decode_id(target)
-            return decoded["host"], decoded["port"]
-        except ValueError:
-            pass
-        host, sep, port = text.rpartition(":")
-        if sep and port.isdigit():
-            return host.strip("[]"), int(port)
-        raise ValueError(f"peer {target!r} is neither a peer id nor 'host:port'")
-    if isinstance(target, (tuple, list)) and len(target) == 2 and str(target[1]).isdigit():
-        return str(target[0]), int(target[1])
-    if isinstance(target, Mapping) and "host" in target and "port" in target:
-        return str(target["host"]), int(target["port"])
-    host, port = getattr(target, "host", None), getattr(target, "port", None)
-    if host is not None and port is not None:
-        return str(host), int(port)
-    raise ValueError(f"cannot call peer {target!r}: pass a peer id, 'host:port', (host, port) "
-                     f"or an entry of net.peers()")
+    return addresses.resolve(target)
 
 
 _resolved: dict[Any, tuple[str, int]] = {}
@@ -71,12 +60,12 @@ class Connection:
         self.function = function
         self.tag = tag
         self.key = registry.add_connection(function, tag)
-        self.name = registry.name_of(self.key)
-        self.streaming = streams.is_streaming(function)
+        self.name = ids.name_of(self.key)
+        self.streaming = registry.is_streaming(function)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, peer: Any = None, **kwargs: Any) -> Any:
-        """Run locally, or on ``peer``; a generator connection returns a :class:`~net.streams.RemoteStream`."""
+        """Run locally, or on ``peer``; a generator connection returns a :class:`~net.calls.streams.RemoteStream`."""
         if peer is None:
             return self.function(*args, **kwargs)
         if self.streaming:
@@ -98,7 +87,7 @@ class Connection:
     def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Any:
         """``await f.acall(..., peer=P)`` without blocking the running event loop.
 
-        For a generator connection it returns an :class:`~net.streams.AsyncRemoteStream`
+        For a generator connection it returns an :class:`~net.calls.streams.AsyncRemoteStream`
         instead: ``async for x in f.acall(peer=P)`` (awaiting it also gives the stream).
         """
         if self.streaming:
@@ -145,22 +134,99 @@ def builtin_connection(function: F) -> Connection:
 def flag(name: str) -> Callable[[F], F]:
     """Register ``handler(connection, peer)`` to run when a call returns ``Peer().get_flag(name)``."""
     def register(handler: F) -> F:
-        registry.add_flag(name, handler)
+        flags.add_flag(name, handler)
         return handler
 
     return register
 
 
-@contextlib.contextmanager
-def timeout(seconds: float | None) -> Iterator[None]:
-    """Deadline for remote calls made in this block (this thread/task only); None: no deadline."""
-    if seconds is not None and seconds <= 0:
-        raise ValueError("timeout must be > 0 seconds, or None")
-    token = context.call_timeout.set(seconds)
-    try:
-        yield
-    finally:
-        context.call_timeout.reset(token)
-
-
+timeout = deadlines.timeout
 cancelled = context.cancelled
+
+
+class Event:
+    """A function registered with ``@net.event``: calling it publishes what it returns."""
+
+    def __init__(self, function: Callable[..., Any], name: str):
+        self.function = function
+        self.name = name
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        """Run the hook, queue its ``(args, kwargs)`` for every subscriber, return their number."""
+        result = self.function(*args, **kwargs)
+        try:
+            out_args, out_kwargs = result
+            ok = (isinstance(out_kwargs, Mapping) and not isinstance(out_args, (str, bytes, Mapping))
+                  and all(isinstance(k, str) for k in out_kwargs))
+            if ok:
+                out_args = list(out_args)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise TypeError(f"@net.event({self.name!r}) function "
+                            f"{getattr(self.function, '__qualname__', self.function)} must return "
+                            f"(args, kwargs) like `return args, kwargs`; it returned {result!r:.200}")
+        return publisher.PUBLISHER.publish(self.name, out_args, dict(out_kwargs))
+
+    def __repr__(self) -> str:
+        return f"<net event {self.name!r}>"
+
+
+def event(name: str | Callable[..., Any]) -> Callable[[F], Event]:
+    """Register a function as the trigger of event ``name`` (and start this peer).
+
+    The function must ``return args, kwargs``; calling it queues them for every
+    subscribed peer's handler and returns at once (the number of subscribers).
+    """
+    if callable(name):              # bare @net.event: named after the function's path
+        function = name
+        return event(ids.function_path(function))(function)    # type: ignore[return-value]
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"net.event needs the event's name (a non-empty str), got {name!r}")
+
+    def register(function: F) -> Event:
+        if not callable(function):
+            raise TypeError(f"@net.event({name!r}) must decorate a function")
+        hook = Event(function, name)
+        Peer()
+        return hook
+
+    return register
+
+
+def subscribe(event: str, groups: Any = None, hubs_only: bool = False, peers: Any = None,
+              on_host: bool | None = None) -> Callable[[F], subscriber.Subscription]:
+    """Run the decorated function for every ``event`` a chosen publisher triggers.
+
+    Choose publishers with ``peers`` (an id, 'host:port', (host, port), an entry
+    or the result of ``net.peers()``, or a list of those; the spec's examples pass
+    them as the second positional argument, which is accepted), or else through
+    discovery: peers in ``groups``, only hubs, only this host. Discovery runs
+    again at every lease renewal, so publishers that appear later are found.
+    """
+    if not isinstance(event, str) or not event:
+        raise TypeError(f"net.subscribe needs the event's name (a non-empty str), got {event!r}"
+                        + (": use @net.subscribe('event_name')" if callable(event) else ""))
+    if peers is None and groups is not None and not isinstance(groups, (str, bytes)):
+        groups = list(groups) if not (single_peer(groups) or isinstance(groups, Mapping)) else groups
+    if peers is None and groups is not None and looks_like_peers(groups):
+        peers, groups = groups, None
+    if peers is not None and (groups is not None or hubs_only or on_host):
+        raise ValueError("pass either peers= or discovery filters (groups, hubs_only, on_host), not both")
+    if isinstance(groups, str):
+        groups = [groups]
+    publishers = peer_addresses(peers) if peers is not None else None
+    if publishers == []:
+        log.warning("net: subscribing to %r on an empty list of peers: it will receive nothing", event)
+
+    def register(function: F) -> subscriber.Subscription:
+        if not callable(function):
+            raise TypeError(f"@net.subscribe({event!r}) must decorate a function")
+        subscription = subscriber.Subscription(event, function, publishers, groups, bool(hubs_only),
+                                               bool(on_host))
+        Peer()                          # deliveries need this process's server running
+        subscriber.LEASES.add(subscription)
+        return subscription
+
+    return register

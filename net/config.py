@@ -14,7 +14,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import ifaddr
+
 from .errors import ConfigError
+from .wire.handshake import MIN_SECRET
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -80,7 +83,6 @@ def _text_or_none(text: str) -> str | None:
 def _secret(text: str) -> str | None:
     if text == "":
         return None
-    from .auth import MIN_SECRET
     if len(text) < MIN_SECRET:
         raise ValueError(f"a shared key needs at least {MIN_SECRET} characters (try: python -c "
                          f"'import secrets; print(secrets.token_urlsafe(32))')")
@@ -141,12 +143,11 @@ def detect_lan_address() -> str:
     finally:
         probe.close()
     try:
-        import ifaddr
         for adapter in ifaddr.get_adapters():
             for ip in adapter.ips:
                 if ip.is_IPv4 and not str(ip.ip).startswith("127."):
                     return str(ip.ip)
-    except Exception:   # ifaddr missing or the OS refused: fall through to loopback
+    except Exception:   # the OS refused: fall through to loopback
         pass
     return "127.0.0.1"
 

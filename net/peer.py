@@ -12,8 +12,13 @@ import sys
 import threading
 from typing import Any
 
-from . import config, context, identity, registry, wire
-from .server import Server
+from . import config
+from .calls import flags
+from .events import publisher
+from .serving import registry, request as context, running as _running
+from .wire import ids as identity, frames as wire
+from .discovery import peers as discovery
+from .serving.server import Server
 
 
 def _user() -> str:
@@ -27,9 +32,9 @@ class _Peer:
     """A running net peer: serves this process's connections on one port of the range."""
 
     CONNECTIONS = registry.CONNECTIONS
-    SUBSCRIPTIONS = registry.SUBSCRIPTIONS
-    STALE = registry.STALE
-    FLAGS = registry.FLAGS
+    SUBSCRIPTIONS = publisher.SUBSCRIPTIONS
+    STALE = publisher.STALE
+    FLAGS = flags.FLAGS
 
     generate_id = staticmethod(identity.generate_id)
     decode_id = staticmethod(identity.decode_id)
@@ -54,7 +59,6 @@ class _Peer:
             self.server = Server(self)
             self._port = self.server.port
             self.closed = False
-            from . import discovery
             self.responder = discovery.start_responder(self)
 
     # -- identity ----------------------------------------------------------------------------
@@ -102,18 +106,14 @@ class _Peer:
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
         """Stop serving and release the port (idempotent)."""
-        global _instance
         if self.responder is not None:
-            from . import discovery
             discovery.stop_responder(self, self.responder)
             self.responder = None
         if self.server is not None:
             self.server.close()
             self.server = None
         self.closed = True
-        with _lock:
-            if _instance is self:
-                _instance = None
+        _running.forget_process_peer(self)
 
     def __enter__(self) -> "_Peer":
         return self
@@ -126,25 +126,22 @@ class _Peer:
         return f"<net peer group={self._group} hub={self._hub} {state}>"
 
 
-_instance: _Peer | None = None
-_lock = threading.RLock()
-
-
 def Peer(*args: Any, **kwargs: Any) -> _Peer:
     """The running peer of this Python process (inside a handler: the peer serving the call)."""
-    global _instance
     serving = context.serving_peer()
     if serving is not None:
         return serving
-    instance = _instance
+    instance = _running.process_peer()
     if instance is not None:
         return instance
-    with _lock:
-        if _instance is None:
-            _instance = _Peer(*args, **kwargs)
-        return _instance
+    with _running.lock:
+        instance = _running.process_peer()
+        if instance is None:
+            instance = _Peer(*args, **kwargs)
+            _running.set_process_peer(instance)
+        return instance
 
 
 def running() -> _Peer | None:
     """The process's peer if it has been started, without starting it."""
-    return context.serving_peer() or _instance
+    return _running.running()

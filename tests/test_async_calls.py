@@ -47,7 +47,7 @@ def test_thousand_concurrent_acalls_cost_no_thread_each(spawn):
 
 def test_async_handlers_and_sync_calls_share_one_connection(spawn):
     p = spawn("calls")
-    from net import client
+    from net.calls import client
 
     async def run():
         return await asyncio.gather(calls.asleep.acall(0.2, "a", peer=p.id),

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import net
-from net import auth, client, wire
+from net.wire import handshake as auth, frames as wire
+from net.calls import client
 from net.errors import AuthError
-from net.wire import Kind
+from net.wire.frames import Kind
 
 import basic
 from support import peer_env
@@ -245,7 +246,7 @@ def test_replaying_a_recorded_session_runs_nothing(keyed, monkeypatch):
 
 def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
     """net.peers() probes through the normal client path: a peer we cannot authenticate is absent."""
-    from net import discovery
+    from net.discovery import peers as discovery
     from support import PeerProcess, port_block
     start = port_block()
     started = [PeerProcess("basic", env=peer_env(port_start=start, **extra))
@@ -269,7 +270,7 @@ def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
 
 def test_refused_connections_do_not_flood_the_log(caplog):
     import logging
-    from net.inbound import _RefusalLog
+    from net.serving.link import _RefusalLog
     caplog.set_level(logging.WARNING, logger="net")
     refusals = _RefusalLog()
     for i in range(50):

@@ -13,8 +13,10 @@ import time
 import pytest
 
 import net
-from net import busy_poll, certs, tls, wire
-from net.framed import FramedSocket
+from net.transport import busy_poll, tls
+from net.cli import certs
+from net.wire import frames as wire
+from net.transport.framed import FramedSocket
 
 import basic
 from support import ROOT, peer_env
@@ -148,7 +150,7 @@ def test_zero_turns_polling_off(monkeypatch):
 
 def test_a_process_on_one_cpu_never_polls():
     code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " \
-           "from net import busy_poll; print(busy_poll.budget_seconds())"
+           "from net.transport import busy_poll; print(busy_poll.budget_seconds())"
     result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -46,7 +46,7 @@ def test_large_values_up_to_the_limit(spawn):
 def test_oversized_message_fails_on_the_sender(spawn, monkeypatch):
     p = spawn("basic", env=None)
     basic.echo(1, peer=p.id)                        # connection exists with the default limit
-    from net import client
+    from net.calls import client
     client.POOL.close_all()
     monkeypatch.setattr(net, "MAX_MESSAGE", 1000)
     with pytest.raises(net.MessageTooLarge, match="NET_MAX_MESSAGE"):
@@ -158,7 +158,7 @@ def test_slow_call_does_not_delay_other_callers(spawn):
 
 def test_many_threads_share_one_connection(spawn):
     p = spawn("basic")
-    from net import client
+    from net.calls import client
     errors = []
 
     def worker(n):
@@ -273,7 +273,7 @@ def test_first_call_to_a_silent_non_net_service_times_out_on_the_greeting(monkey
 
 
 def test_first_call_to_a_peer_of_another_protocol_version_says_so():
-    from net import wire
+    from net.wire import frames as wire
     service = FakeService(reply=wire.PREAMBLE.pack(b"NET", 99, 0))
     try:
         with pytest.raises(net.VersionMismatch, match="version 99"):

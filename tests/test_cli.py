@@ -42,7 +42,7 @@ def test_help_lists_every_subcommand_and_each_has_help(capsys):
         assert command in result.stdout
     sub = net_command("call", "--help")
     assert sub.returncode == 0 and "usage: net call" in sub.stdout and "--kw" in sub.stdout
-    from net.cli import main               # the same entry point, in-process: spares 6 interpreters
+    from net.cli.main import main  # the same entry point, in-process: spares 6 interpreters
     for command in ("serve", "peers", "info", "listen", "ping", "demo"):
         with pytest.raises(SystemExit) as exited:
             main([command, "--help"])

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import net
-from net import discovery, lan
+from net.discovery import peers as discovery, lan
 from support import peer_env, port_block
 
 

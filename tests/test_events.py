@@ -10,8 +10,10 @@ import time
 import pytest
 
 import net
-from net import events
-from net.peer_lists import looks_like_peers
+from net.events.peer_lists import looks_like_peers, peer_addresses
+from net.events.shared import INSTANCE
+from net.events.subscriber import LEASES
+from net.wire import ids
 from support import peer_env, port_block
 
 import events_pub
@@ -58,7 +60,7 @@ def received(process, name: str, count: int | None = None, until=None, timeout: 
 
 
 def records(name: str) -> dict:
-    return dict(net.Peer().SUBSCRIPTIONS.get(events.identity.key(name), {}))
+    return dict(net.Peer().SUBSCRIPTIONS.get(ids.key(name), {}))
 
 
 def fire_until_received_again(process, name: str, fire, look: float, within: float = 20.0,
@@ -165,7 +167,7 @@ def test_subscribing_through_lan_discovery_when_it_is_off_fails_clearly(monkeypa
         @net.subscribe(name)
         def handler(*args):
             pass
-    assert name not in events.SUBSCRIPTIONS.by_event
+    assert name not in LEASES.by_event
 
 
 def test_async_handlers_are_awaited_in_order():
@@ -214,7 +216,7 @@ def test_peers_argument_forms():
     for value in (peer.id, peer.id.decode(), [peer.id], entry, [entry], address, f"{peer.host}:{peer.port}",
                   {"peers": {peer.id: entry}, "None": [peer.id]}):
         assert looks_like_peers(value), value
-        assert events.peer_addresses(value) == [address], value
+        assert peer_addresses(value) == [address], value
     assert not looks_like_peers(["group1", "group2"])
     assert not looks_like_peers("group1")
     with pytest.raises(ValueError, match="mixes group names and peers"):
@@ -410,7 +412,7 @@ def test_subscribe_to_all_peers_finds_a_publisher_on_another_lan_host(netlab):
 
 def test_deliveries_survive_the_subscriber_closing_idle_connections(spawn):
     """The subscriber retires idle inbound connections (GOODBYE); the next events are still delivered once."""
-    from net import client
+    from net.calls import client
     name = unique("idle")
     trigger = publisher_hook(name)
     sub = subscriber(spawn, name, me(), NET_IDLE_TIMEOUT="0.2")
@@ -436,7 +438,7 @@ MALFORMED = [
     ("subscribe", {"id": b"x", "host": "127.0.0.1", "port": 9, "route": "r", "instance": "i",
                    "events": "e", "lease": 1}),
     ("deliver", ["not", "a", "mapping"], []),
-    ("deliver", {"to": events.INSTANCE}, "not a list"),
+    ("deliver", {"to": INSTANCE}, "not a list"),
     ("no_such_action",),
 ]
 
@@ -452,7 +454,7 @@ def test_malformed_subscription_traffic_is_refused_with_a_clear_error(spawn):
 
 @pytest.mark.parametrize("length", [0, 1, 15, 16, 65535, 65536])
 def test_packed_items_spliced_after_an_array_header_are_the_packed_list(length):
-    from net import wire
+    from net.wire import frames as wire
     items = [[f"e{i}", [i], {}] for i in range(length)]
     spliced = wire.array_header(length) + b"".join(wire.pack(item) for item in items)
     assert spliced == wire.pack(items)

@@ -5,7 +5,8 @@ import time
 import pytest
 
 import net
-from net import certs, client
+from net.cli import certs
+from net.calls import client
 
 from support import PEERS, peer_env
 from test_events import fire_until_received_again, me, publisher_hook, received, records, unique

@@ -6,7 +6,7 @@ import time
 import pytest
 
 import net
-from net import client
+from net.calls import client
 
 import basic
 import trusty

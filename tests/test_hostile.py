@@ -6,8 +6,8 @@ import time
 import pytest
 
 import net
-from net import wire
-from net.wire import Kind
+from net.wire import frames as wire
+from net.wire.frames import Kind
 
 import basic
 from support import peer_env
@@ -188,7 +188,7 @@ def test_random_and_malformed_frames_never_stop_a_live_peer(spawn, mode, monkeyp
     p = spawn("basic", env=peer_env(NET_HANDSHAKE_TIMEOUT=str(HANDSHAKE), NET_IDLE_TIMEOUT="1", **extra))
     if extra:
         monkeypatch.setattr(net, "SECRET", extra["NET_SECRET"])
-    from net import client
+    from net.calls import client
     client.POOL.close_all()
     baseline = basic.thread_count(peer=p.id)
     for i, data in enumerate(random_streams(seed=6 + len(mode), count=120)):

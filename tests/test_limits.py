@@ -5,8 +5,9 @@ import time
 import pytest
 
 import net
-from net import client, wire
-from net.wire import Kind
+from net.calls import client
+from net.wire import frames as wire
+from net.wire.frames import Kind
 
 import basic
 import trusty

@@ -108,7 +108,7 @@ def test_producer_never_runs_more_than_the_window_ahead(spawn, monkeypatch):
 
 def test_big_items_are_bounded_by_bytes_too(spawn):
     """512 items of 1 MiB would be 512 MiB ahead: the producer stops at 16 MiB (streams.WINDOW_BYTES)."""
-    from net import streams
+    from net.serving import streams
     p = spawn("calls")
     tag = token("big")
     size = 1024 * 1024
@@ -224,8 +224,8 @@ def test_bad_stream_frames_from_a_caller_cost_nothing(spawn):
     """Malformed CREDIT is ignored, a window that is not a number falls back to the default,
     and a caller sending stream items (callee-only frames) loses only its own connection."""
     import socket
-    from net import wire
-    from net.wire import Kind
+    from net.wire import frames as wire
+    from net.wire.frames import Kind
     p = spawn("calls")
     key = calls.count.key
     sock = socket.create_connection(p.address, timeout=5)

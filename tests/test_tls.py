@@ -9,7 +9,8 @@ import time
 import pytest
 
 import net
-from net import certs, client
+from net.cli import certs
+from net.calls import client
 
 import basic
 from support import ROOT, peer_env

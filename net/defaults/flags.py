@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import api
 from ..api import flag
+from .handlers import connections
 from ..errors import InvalidConnection, NetError
 
 OFFERED_LOOKUP_TIMEOUT = 2.0     # seconds to ask the peer what it offers, for the error message
@@ -18,8 +20,6 @@ def null_response(connection: str, peer: Any) -> None:
 @flag("INVALID_CONNECTION")
 def invalid_connection(connection: str, peer: Any) -> None:
     """The peer has no such connection: raise InvalidConnection listing what it does offer."""
-    from .. import api
-    from .handlers import connections
     offered: list[str] | None = None
     try:
         host, port = api.resolve(peer)
@@ -31,7 +31,6 @@ def invalid_connection(connection: str, peer: Any) -> None:
 
 
 def _readable(peer: Any) -> str:
-    from .. import api
     try:
         host, port = api.resolve(peer)
         return f"{host}:{port}"

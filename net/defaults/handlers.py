@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import registry
+from ..events import publisher, subscriber
+from ..serving import registry
 from ..api import builtin_connection
 from ..peer import Peer
 
@@ -38,6 +39,12 @@ def pass_through(*args: Any, **kwargs: Any) -> list[Any]:
 
 @builtin_connection
 def subscription_handler(action: str, *args: Any) -> Any:
-    """Event traffic: ``subscribe`` leases (publisher side), ``deliver`` batches (subscriber side)."""
-    from .. import events
-    return events.handle(action, *args)
+    """Event traffic: ``subscribe`` leases (publisher side), ``deliver`` batches (subscriber side),
+    ``list`` (the publisher's subscriber table)."""
+    if action == "deliver":
+        return subscriber.LEASES.deliver(*args)
+    if action == "subscribe":
+        return publisher.PUBLISHER.subscribe(*args)
+    if action == "list":
+        return publisher.PUBLISHER.table()
+    raise ValueError(f"subscription_handler has no action {action!r} (subscribe, deliver, list)")

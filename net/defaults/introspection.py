@@ -7,7 +7,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .. import registry
+from ..calls import flags as flag_table
+from ..events import publisher
+from ..serving import registry
+from ..wire import ids
 from ..api import builtin_connection
 from ..peer import Peer
 
@@ -35,10 +38,10 @@ def _subscribers(value: Any) -> list[str]:
 def summary(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """This peer's info, connections, subscriptions (event -> subscribers) and flags."""
     subscriptions = []
-    for key, value in list(registry.SUBSCRIPTIONS.items()):
-        subscriptions.append({"event": registry.name_of(key), "subscribers": _subscribers(value)})
-    flags = [{"name": registry.name_of(key), "doc": _first_doc_line(handler)}
-             for key, handler in list(registry.FLAGS.items())]
+    for key, value in list(publisher.SUBSCRIPTIONS.items()):
+        subscriptions.append({"event": ids.name_of(key), "subscribers": _subscribers(value)})
+    flags = [{"name": ids.name_of(key), "doc": _first_doc_line(handler)}
+             for key, handler in list(flag_table.FLAGS.items())]
     return {
         "info": Peer().friendly_id,
         "connections": [registry.describe(key) for key in list(registry.CONNECTIONS)],

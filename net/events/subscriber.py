@@ -1,0 +1,274 @@
+"""The subscriber side of events: leases on publishers, renewed, and the deliveries they bring.
+
+A subscription is a lease the subscriber renews every ``NET_LEASE`` seconds
+by telling each publisher the full set of events it wants; a restarted
+publisher is therefore back in business within one lease, and subscriptions
+made through discovery filters reach publishers that appear later.
+Deliveries name the subscriber process instance and lease they were queued
+for, plus a sequence number, so a restarted subscriber never receives its
+predecessor's events or a batch twice.
+
+Kept apart from the publisher side (``net.publisher``): a process may be
+either or both, and the two share only ``net.event_protocol``.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+import inspect
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from ..calls import client, deadlines
+from ..discovery import peers as discovery
+from ..serving import running
+from .. import config
+from ..errors import DiscoveryDisabled, NetError
+from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
+from .peer_lists import peer_addresses
+from ..threads.workers import ensure_thread
+
+log = logging.getLogger("net")
+
+SUBSCRIBE_TIMEOUT = 5.0             # seconds for one subscribe/renew call to a publisher
+REMEMBERED_LEASES = 4096            # leases a subscriber remembers sequence numbers for
+
+
+class Subscription:
+    """A function registered with ``@net.subscribe``; still callable as a plain function."""
+
+    def __init__(self, event: str, function: Callable[..., Any], addresses: list[tuple[str, int]] | None,
+                 groups: list[str] | None, hubs_only: bool, on_host: bool):
+        self.event = event
+        self.function = function
+        self.addresses = addresses          # explicit publishers, or None: found by discovery
+        self.groups = groups
+        self.hubs_only = hubs_only
+        self.on_host = on_host
+        self.targets: dict[str, tuple[str, int]] = {}      # route text -> (host, port)
+        self.active = True
+        self.is_async = inspect.iscoroutinefunction(function)
+        self.failures = 0
+        self.failure_logged_at = float("-inf")
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def resolve(self, refresh: bool = True) -> dict[str, tuple[str, int]]:
+        """The publishers this subscription wants now (discovery runs again at every renewal)."""
+        if self.addresses is not None:
+            found = self.addresses
+        else:
+            found = _discover(self.groups, self.hubs_only, self.on_host, refresh)
+        return {address_text(host, port): (host, port) for host, port in found}
+
+    def run(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        if self.is_async:
+            peer = running.running()
+            server = peer.server if peer is not None else None
+            if server is None:
+                raise RuntimeError("this peer is closed")
+            asyncio.run_coroutine_threadsafe(self.function(*args, **kwargs), server.loop()).result()
+        else:
+            self.function(*args, **kwargs)
+
+    def unsubscribe(self) -> None:
+        """Stop receiving this event through this function (publishers are told at once)."""
+        LEASES.remove(self)
+
+    def __repr__(self) -> str:
+        source = (f"peers={sorted(self.targets)}" if self.addresses is not None
+                  else f"groups={self.groups} hubs_only={self.hubs_only} on_host={self.on_host}")
+        return f"<net subscription {self.event!r} -> {self.function.__qualname__} {source}>"
+
+
+def _discover(groups: list[str] | None, hubs_only: bool, on_host: bool,
+              refresh: bool = True) -> list[tuple[str, int]]:
+    """Publishers found by ``net.peers``, minus us."""
+    found = peer_addresses(discovery.peers(refresh=refresh, groups=groups, on_host=bool(on_host),
+                                           hubs_only=bool(hubs_only)))
+    me = running.running()
+    if me is None:
+        return found
+    mine = {me.host, "127.0.0.1", "localhost", "::1"}
+    return [(host, port) for host, port in found if not (port == me.port and host in mine)]
+
+
+class Leases:
+    """This process's subscriptions: telling publishers, renewing leases, running deliveries."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.subscriptions: list[Subscription] = []
+        self.by_event: dict[str, tuple[Subscription, ...]] = {}
+        self.told: set[tuple[str, int, str]] = set()     # publishers holding a lease of ours
+        self.last_seq: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.deliver_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def add(self, subscription: Subscription) -> None:
+        """Start ``subscription`` (the caller has started this process's peer: deliveries need it)."""
+        if subscription.addresses is None and not subscription.on_host \
+                and config.get("DISCOVERY") == "off":
+            raise DiscoveryDisabled(
+                f"@net.subscribe({subscription.event!r}) without peers= finds publishers on the LAN, "
+                f"but NET_DISCOVERY=off: pass peers=, or on_host=True, or allow discovery")
+        with self.lock:
+            self.subscriptions.append(subscription)
+            self._rebuild_locked()
+        self._resolve(subscription, first=True)
+        self.sync(first=True, only=set(subscription.targets))
+        self._ensure_renewer()
+
+    def remove(self, subscription: Subscription) -> None:
+        with self.lock:
+            if subscription not in self.subscriptions:
+                return
+            subscription.active = False
+            self.subscriptions.remove(subscription)
+            self._rebuild_locked()
+        self.sync(first=True, only=set(subscription.targets))
+
+    def _rebuild_locked(self) -> None:
+        by_event: dict[str, list[Subscription]] = {}
+        for subscription in self.subscriptions:
+            by_event.setdefault(subscription.event, []).append(subscription)
+        self.by_event = {name: tuple(subs) for name, subs in by_event.items()}
+
+    def _resolve(self, subscription: Subscription, first: bool, refresh: bool = True) -> None:
+        try:
+            subscription.targets = subscription.resolve(refresh)
+        except Exception as exc:        # discovery failing must not break the subscriber
+            (log.warning if first else log.info)(
+                "net: finding publishers of %r failed: %s (retried every NET_LEASE)", subscription.event, exc)
+
+    def wanted(self) -> dict[tuple[str, int, str], set[str]]:
+        """Publisher (host, port, route) -> every event we want from it."""
+        with self.lock:
+            subscriptions = list(self.subscriptions)
+        wants: dict[tuple[str, int, str], set[str]] = {}
+        for subscription in subscriptions:
+            for route, (host, port) in subscription.targets.items():
+                wants.setdefault((host, port, route), set()).add(subscription.event)
+        return wants
+
+    def sync(self, first: bool = False, only: set[str] | None = None) -> None:
+        """Tell publishers what we want (everyone, or the routes in ``only``), in parallel."""
+        wants = self.wanted()
+        for publisher in self.told - set(wants):
+            wants[publisher] = set()            # no longer wanted there: release the lease
+        if only is not None:
+            wants = {publisher: names for publisher, names in wants.items() if publisher[2] in only}
+        if not wants:
+            return
+        workers = min(len(wants), config.get("THREAD_LIMIT"))
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="net-subscribe") as pool:
+            for publisher, names in wants.items():
+                pool.submit(self._tell, publisher, names, first)
+
+    def _tell(self, publisher: tuple[str, int, str], names: set[str], first: bool) -> None:
+        host, port, route = publisher
+        me = running.running()
+        if me is None or me.port is None:
+            return                      # our peer was closed: nothing could receive deliveries
+        request = {"id": me.id, "host": me.host, "port": me.port, "instance": INSTANCE, "route": route,
+                   "events": sorted(names), "lease": config.get("LEASE")}
+        try:
+            with deadlines.timeout(SUBSCRIBE_TIMEOUT):
+                client.call(host, port, SUBSCRIPTION_KEY, ["subscribe", request], {}, target=(host, port))
+        except NetError as exc:
+            (log.warning if first else log.debug)(
+                "net: could not subscribe to %s on %s: %s (retried every NET_LEASE)",
+                ", ".join(sorted(names)) or "nothing", route, exc)
+            return
+        if names:
+            self.told.add(publisher)
+        else:
+            self.told.discard(publisher)
+
+    # -- renewing ----------------------------------------------------------------------------
+    def _ensure_renewer(self) -> None:
+        with self.lock:
+            self._renewer = ensure_thread(self._renewer, self._renew_loop, "net-events-renew")
+
+    def _renew_loop(self) -> None:
+        """Every NET_LEASE: find publishers again (discovery) and renew every lease; exit when idle."""
+        while True:
+            time.sleep(config.get("LEASE"))
+            with self.lock:
+                subscriptions = list(self.subscriptions)
+                if not subscriptions and not self.told:
+                    self._renewer = None
+                    return
+            try:
+                scanned: set[bool] = set()      # one fresh scan per scope (host / LAN) per round
+                for subscription in subscriptions:
+                    if subscription.addresses is None:
+                        self._resolve(subscription, first=False,
+                                      refresh=subscription.on_host not in scanned)
+                        scanned.add(subscription.on_host)
+                self.sync()
+            except Exception:
+                log.exception("net: renewing event subscriptions failed")
+
+    # -- receiving (a publisher's delivery batch, on a server worker thread) -----------------
+    def deliver(self, meta: Any, events: Any) -> dict[str, Any]:
+        if not isinstance(meta, Mapping) or not isinstance(events, list):
+            raise ValueError("malformed delivery: expected (meta, [event, ...])")
+        if meta.get("to") != INSTANCE:
+            return {"unknown": True}        # queued for an earlier process on our address
+        lease, route, seq = meta.get("lease"), meta.get("route"), meta.get("seq")
+        if not isinstance(lease, str) or not isinstance(seq, int) or not isinstance(route, str):
+            raise ValueError("malformed delivery: lease, route and seq are required")
+        publisher = meta.get("publisher")
+        publisher = publisher.decode("ascii", "replace") if isinstance(publisher, bytes) else route
+        with self.deliver_lock:
+            last = self.last_seq.get(lease, 0)
+        if last and seq > last + 1:
+            log.warning("net: missed %d event(s) from %s: its queue for us overflowed",
+                        seq - last - 1, publisher)
+        handled = failed = 0
+        first_error: str | None = None
+        by_event = self.by_event
+        for number, item in enumerate(events, start=seq):
+            if number <= last:
+                continue                    # already handled (a resent batch)
+            last = number
+            handled += 1
+            try:
+                name, args, kwargs = item
+                handlers = by_event.get(name, ())
+            except (TypeError, ValueError):
+                failed += 1
+                first_error = first_error or "malformed event"
+                continue
+            for subscription in handlers:
+                if route not in subscription.targets:
+                    continue
+                try:
+                    subscription.run(args, kwargs)
+                except Exception as exc:
+                    failed += 1
+                    subscription.failures += 1
+                    if first_error is None:
+                        first_error = f"{type(exc).__name__}: {exc}"
+                    now = time.monotonic()
+                    if now - subscription.failure_logged_at >= FAILURE_LOG_INTERVAL:   # no log flood
+                        subscription.failure_logged_at = now
+                        log.warning("net: handler %s of event %r from %s raised (%d failure(s) so far)",
+                                    subscription.__qualname__, name, publisher, subscription.failures,
+                                    exc_info=True)
+        with self.deliver_lock:
+            self.last_seq[lease] = last
+            self.last_seq.move_to_end(lease)
+            while len(self.last_seq) > REMEMBERED_LEASES:
+                self.last_seq.popitem(last=False)
+        return {"handled": handled, "failed": failed, "error": first_error}
+
+
+LEASES = Leases()

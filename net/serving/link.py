@@ -1,0 +1,408 @@
+"""One accepted connection: read frames, dispatch calls, write replies.
+
+Handlers run inline on the reader thread (no hand-off on the fast path; the
+server's watchdog takes the reading role over when one drags on), in the
+bounded pool when ``NET_WORKERS`` handlers already run, or on the peer's
+event loop for ``async def``. Anything a connection sends that breaks the
+protocol drops that connection only (logged with its address); the peer
+keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import socket
+import threading
+import time
+from time import monotonic
+from typing import Any, Callable
+
+from . import request as context, registry
+from ..threads import loop_calls as handoff
+from . import streams
+from ..transport import endpoints as transport
+from ..wire import frames as wire, ids as identity, payloads
+from ..errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
+from ..transport.framed import SMALL_BODY, FramedSocket
+from ..wire.frames import Kind
+
+log = logging.getLogger("net")
+CALL, NOTIFY, RESULT, ERROR = Kind.CALL, Kind.NOTIFY, Kind.RESULT, Kind.ERROR
+current_request = context.current_request
+RequestState = context.RequestState
+CONNECTIONS = registry.CONNECTIONS
+HEADER = wire.HEADER
+pack = wire.pack
+HANDOFF_AFTER = 0.003           # a handler running longer than this gets its reading role taken over
+
+
+_ASYNC: dict[Callable[..., Any], bool] = {}
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    known = _ASYNC.get(handler)
+    if known is None:
+        known = _ASYNC[handler] = inspect.iscoroutinefunction(handler)
+    return known
+
+
+class _RefusalLog:
+    """Refused connections are logged as warnings at most once a second (a stranger retrying in a
+    loop must not flood the log); the ones in between are counted in the next warning."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._quiet = 0
+
+    def report(self, exc: NetError) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < 1.0:
+                self._quiet += 1
+                log.debug("net: %s", exc)
+                return
+            self._last, quiet, self._quiet = now, self._quiet, 0
+        log.warning("net: %s%s", exc, f" ({quiet} more refused in the last second)" if quiet else "")
+
+
+_refusals = _RefusalLog()
+
+
+class InboundConnection:
+    """One accepted socket: reads frames, dispatches calls, writes replies."""
+
+    def __init__(self, server: Any, sock: socket.socket, where: str):
+        self.server = server
+        self.sock = sock
+        self.where = where
+        self.peer = server.peer             # these three: read on every call
+        self.slots = server.handler_slots
+        self.watchdog = server.watchdog
+        self.framed: FramedSocket | None = None
+        self.active: dict[int, context.RequestState] = {}
+        self.streams: dict[int, streams._Runner] = {}     # streamed calls, for their CREDIT frames
+        self.loop_replies: list[bytes] = []     # async handlers' replies of this loop turn (loop thread only)
+        self.generation = 0                 # bumped each time a new thread takes over reading
+        self.inline_since: float | None = None
+        self.last_activity = time.monotonic()
+        self.retired = False
+        self.last_request = 0               # highest call id read: GOODBYE tells the caller what never ran
+        self._lock = threading.Lock()
+
+    def serve(self) -> None:
+        """First reader of the connection: greet, then read."""
+        try:
+            self.sock = transport.accept(self.sock, self.server.handshake_timeout, self.where)
+        except AuthError as exc:
+            _refusals.report(exc)
+            self.close()
+            self.server.forget(self)
+            return
+        except NetError as exc:
+            log.info("net: dropping %s before the greeting finished: %s", self.where, exc)
+            self.close()
+            self.server.forget(self)
+            return
+        except Exception:
+            log.exception("net: greeting %s failed", self.where)
+            self.close()
+            self.server.forget(self)
+            return
+        self.framed = FramedSocket(self.sock, self.where, self.server.max_message)
+        self.read_as(0)
+
+    def read_as(self, generation: int) -> None:
+        """Read frames while this thread holds the reading role; close when the connection ends."""
+        try:
+            if self._read_loop(generation):
+                return              # another thread reads now
+        except Exception:       # a bug here must cost one connection, never the peer
+            log.exception("net: connection from %s failed", self.where)
+        self.close()
+        self.server.forget(self)
+
+    def retire_if_idle(self, now: float, idle_timeout: float) -> bool:
+        """Close the connection if nothing ran or arrived for ``idle_timeout`` seconds.
+
+        The caller is told (GOODBYE) and resends anything it sent after this point.
+        """
+        with self._lock:
+            if self.active or self.framed is None or now - self.last_activity < idle_timeout:
+                return False
+            self.retired = True
+            last_request = self.last_request
+        log.debug("net: closing %s after %gs idle", self.where, idle_timeout)
+        with contextlib.suppress(NetError):
+            self.framed.send(Kind.GOODBYE, 0, {"reason": "idle", "last_request": last_request})
+        self.close()
+        return True
+
+    def take_over_if_stuck(self, now: float) -> bool:
+        """Watchdog: if the reader has run one handler too long, hand reading to a new generation."""
+        with self._lock:
+            since = self.inline_since
+            if since is None or now - since < HANDOFF_AFTER:
+                return False
+            self.inline_since = None
+            self.generation += 1
+            return True
+
+    def _read_loop(self, generation: int) -> bool:
+        """Returns True when the reading role was taken over, False when the connection ended."""
+        framed = self.framed
+        assert framed is not None
+        lock = self._lock
+        shared = self.server.shared
+        while True:
+            try:
+                # Poll for the next call only when nothing of this connection runs on other threads
+                # and no other connection has been calling (see busy_poll.SharedServer).
+                frame = framed.receive(not self.active and shared.alone(self.last_activity))
+            except FrameTooLarge as exc:
+                self._refuse_oversized(framed, exc)
+                return False
+            except ProtocolError as exc:
+                log.warning("net: dropping connection from %s: %s", self.where, exc)
+                with contextlib.suppress(NetError):
+                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}",
+                                                  "last_request": self.last_request})
+                return False
+            except PeerUnreachable:
+                return False
+            if frame is None:
+                return False
+            kind, request_id, payload = frame
+            is_call = kind is CALL or kind is NOTIFY
+            lock.acquire()
+            try:
+                if self.retired:            # closed as idle: this frame is never run (caller resends)
+                    return False
+                self.last_activity = now = monotonic()
+                if is_call and request_id > self.last_request:
+                    self.last_request = request_id
+            finally:
+                lock.release()
+            shared.called(self, now)
+            if is_call:
+                self._dispatch(request_id, payload, kind is CALL, generation)
+            elif not self._handle(frame):
+                return False
+            if self.generation != generation:
+                return True
+
+    def _refuse_oversized(self, framed: FramedSocket, exc: FrameTooLarge) -> None:
+        """Tell the caller which call was over NET_MAX_MESSAGE (a typed error), then close:
+        the rest of that frame is never read, so the stream cannot be resynchronised."""
+        log.warning("net: dropping connection from %s: %s (NET_MAX_MESSAGE)", self.where, exc)
+        if exc.kind in (Kind.CALL, Kind.NOTIFY) and exc.request_id:
+            with self._lock:
+                self.last_request = max(self.last_request, exc.request_id)
+            if exc.kind == Kind.CALL:
+                with contextlib.suppress(NetError):
+                    framed.send(Kind.ERROR, exc.request_id, payloads.error(
+                        payloads.MESSAGE_TOO_LARGE,
+                        f"{self.server.peer.host}:{self.server.port} accepts messages of at most "
+                        f"{exc.limit:,} bytes (its NET_MAX_MESSAGE); this call was {exc.length:,} bytes"))
+        with contextlib.suppress(NetError):
+            framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}", "last_request": self.last_request})
+
+    def _handle(self, frame: wire.Frame) -> bool:
+        """Every frame but a call (see :meth:`_dispatch`); False when the connection must end."""
+        kind = frame.kind
+        if kind is Kind.PING:
+            self._send(Kind.PONG, frame.request_id, None)
+        elif kind is Kind.CANCEL:
+            state = self.active.get(frame.request_id)
+            if state is not None:
+                state.cancel()
+        elif kind is Kind.GOODBYE:
+            return False
+        elif kind is Kind.CREDIT:
+            streams.credit(self, frame)
+        elif kind is Kind.PONG:
+            pass
+        else:
+            log.warning("net: dropping connection from %s: a caller may not send %s frames",
+                        self.where, kind.name)
+            return False
+        return True
+
+    def _dispatch(self, request_id: int, payload: Any, reply: bool, generation: int) -> None:
+        """Run one CALL (``reply``) or NOTIFY: checked, then streamed, on the loop, in the pool,
+        or (the usual case, kept in this one method) inline on this reader thread."""
+        try:
+            key, args, kwargs, options = payload
+            if type(args) is not list or type(kwargs) is not dict or type(key) is not bytes:
+                if type(key) is not str:
+                    raise TypeError
+                key = key.encode("ascii", "replace")
+                if type(args) is not list or type(kwargs) is not dict:
+                    raise TypeError
+        except (TypeError, ValueError):
+            if reply:
+                self._send(Kind.ERROR, request_id, payloads.error(
+                    payloads.PROTOCOL_ERROR, "malformed call: expected [connection, args, kwargs, options]"))
+            return
+        handler = CONNECTIONS.get(key)
+        if handler is None:
+            log.debug("net: %s asked for unknown connection %s", self.where, identity.name_of(key))
+            if reply:
+                self._send(Kind.RESULT, request_id, self.server.peer.get_flag("INVALID_CONNECTION"))
+            return
+        state = RequestState(request_id, self.where, self.peer)
+        if reply:
+            self.active[request_id] = state
+        if options and reply and type(options) is dict and options.get("stream"):
+            streams.serve(self, state, handler, args, kwargs, options["stream"])
+            return
+        is_async = _ASYNC.get(handler)
+        if is_async is None:
+            is_async = _is_async(handler)
+        if is_async:
+            self._run_async(state, handler, args, kwargs, reply)
+            return
+        slots = self.slots
+        if not slots.try_acquire():
+            self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply)
+            return
+        # Run on the reader thread (the watchdog hands reading to another thread if it drags
+        # on). The reply goes out first; the bookkeeping after it is off the caller's clock.
+        self.inline_since = monotonic()
+        self.watchdog.watch(self)
+        token = current_request.set(state)
+        try:
+            try:
+                outcome, value = RESULT, handler(*args, **kwargs)
+            except BaseException as exc:    # the caller gets every failure as a RemoteError
+                outcome, value = ERROR, self._failed(handler, exc, reply)
+            finally:
+                current_request.reset(token)
+            if reply:
+                self._send(outcome, request_id, value, soon=True)
+        finally:
+            slots.release()
+            self.active.pop(request_id, None)
+            self._lock.acquire()
+            if self.generation == generation:
+                self.inline_since = None
+            self._lock.release()
+
+    def _run_pooled(self, state: context.RequestState, handler: Callable[..., Any],
+                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        self.slots.acquire_blocking()
+        try:
+            self._run_sync(state, handler, args, kwargs, reply)
+        finally:
+            self.slots.release()
+
+    def _run_sync(self, state: context.RequestState, handler: Callable[..., Any],
+                  args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        request_token = context.current_request.set(state)
+        try:
+            result = handler(*args, **kwargs)
+            outcome = (Kind.RESULT, result)
+        except BaseException as exc:        # the caller gets every failure as a RemoteError
+            outcome = (Kind.ERROR, self._failed(handler, exc, reply))
+        finally:
+            context.current_request.reset(request_token)
+        self._finish(state, outcome, reply)
+
+    def _failed(self, handler: Callable[..., Any], exc: BaseException, reply: bool) -> dict[str, str]:
+        """What a failed handler's caller is told; logged when there is no caller to tell."""
+        if not reply:
+            log.warning("net: handler %s failed for %s: %s",
+                        getattr(handler, "__qualname__", handler), self.where, exc)
+        return payloads.error_from(exc)
+
+    def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
+                   args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+        loop = self.server.loop()
+        handoff.for_loop(loop).call(self._start_async, loop, state, handler, args, kwargs, reply)
+
+    def _start_async(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
+                     handler: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
+                     reply: bool) -> None:
+        """On the peer's loop: run the handler as a task; CANCEL cancels the task."""
+        async def run() -> None:
+            context.current_request.set(state)
+            try:
+                outcome = (Kind.RESULT, await handler(*args, **kwargs))
+            except BaseException as exc:
+                outcome = (Kind.ERROR, payloads.error_from(exc))
+            self._finish_on_loop(loop, state, outcome, reply)
+
+        task = loop.create_task(run())
+        # A task cancelled before its first step never runs ``run``: forget the request then too.
+        task.add_done_callback(lambda done: done.cancelled() and self.active.pop(state.request_id, None))
+        state.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
+        if state.cancelled:         # CANCEL came before the task existed
+            task.cancel()
+
+    def _finish_on_loop(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
+                        outcome: tuple[Kind, Any], reply: bool) -> None:
+        """:meth:`_finish` for async handlers: replies made in one loop turn go out in one send."""
+        self.active.pop(state.request_id, None)
+        framed = self.framed
+        if not reply or framed is None or framed.closed:
+            return
+        kind, value = outcome
+        try:
+            header, body = wire.encode_frame(kind, state.request_id, value, max_message=framed.max_message)
+        except (MessageTooLarge, TypeError, ValueError):
+            self._send(kind, state.request_id, value)       # answers why the value cannot travel
+            return
+        if len(body) >= SMALL_BODY:
+            with contextlib.suppress(NetError):
+                framed.send_encoded(header, body)          # big: no copy into a batch
+            return
+        self.loop_replies.append(header + body)
+        if len(self.loop_replies) == 1:
+            loop.call_soon(self._flush_loop_replies)
+
+    def _flush_loop_replies(self) -> None:
+        replies, self.loop_replies = self.loop_replies, []
+        framed = self.framed
+        if replies and framed is not None and not framed.closed:
+            try:
+                framed.send_encoded(b"", b"".join(replies))
+            except NetError as exc:
+                log.debug("net: replies to %s lost: %s", self.where, exc)
+
+    def _finish(self, state: context.RequestState, outcome: tuple[Kind, Any], reply: bool) -> None:
+        self.active.pop(state.request_id, None)
+        if reply:
+            kind, value = outcome
+            self._send(kind, state.request_id, value)
+
+    def _send(self, kind: Kind, request_id: int, value: Any, soon: bool = False) -> None:
+        """Send a reply; ``soon`` (the reading thread only) lets it go out with the next ones."""
+        framed = self.framed
+        if framed is None or framed.closed:
+            return
+        try:
+            body = pack(value)      # framed.send, unrolled: every reply comes through here
+            if len(body) > framed.max_message:
+                raise wire.too_large(len(body), framed.max_message)
+            if soon and framed.decoder.ready_frames:
+                framed.send_soon(HEADER.pack(len(body), kind, request_id), body)
+            else:
+                framed.send_encoded(HEADER.pack(len(body), kind, request_id), body)
+        except (MessageTooLarge, TypeError, ValueError) as exc:
+            # The value cannot travel: tell the caller why instead of leaving it waiting.
+            with contextlib.suppress(NetError):
+                framed.send(Kind.ERROR, request_id, payloads.error(
+                    payloads.short_type_name(exc), f"the result cannot be sent: {exc}"))
+        except NetError as exc:
+            log.debug("net: reply to %s lost: %s", self.where, exc)
+
+    def close(self) -> None:
+        for state in list(self.active.values()):
+            state.cancel()
+        if self.framed is not None:
+            self.framed.close()
+        else:
+            with contextlib.suppress(OSError):
+                self.sock.close()
