@@ -19,7 +19,7 @@ from .serving import request as context, registry
 from .calls import streams
 from .events import publisher, subscriber
 from .events.peer_lists import looks_like_peers, peer_addresses, single_peer
-from .peer import Peer, _Peer
+from .peer import Peer
 from .wire import addresses, ids
 
 log = logging.getLogger("net")
@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def resolve(target: Any) -> tuple[str, int]:
     """Where a ``peer=`` value points: ``(host, port)``. ValueError if it points nowhere."""
-    if isinstance(target, _Peer):
+    if isinstance(target, Peer):
         return target.host, int(target.port or 0)
     return addresses.resolve(target)
 
@@ -126,7 +126,7 @@ def connect(tag: str | Callable[..., Any] | None = None) -> Callable[[F], Connec
     return register
 
 
-def builtin_connection(function: F) -> Connection:
+def builtin(function: F) -> Connection:
     """Register one of net's own handlers without starting the peer at import."""
     return Connection(function)
 

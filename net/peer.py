@@ -1,15 +1,16 @@
 """The peer: this process's identity on the network, its server, and how to reach others.
 
 ``net.Peer()`` returns the process's peer, starting it on first use; inside a
-handler it returns the peer that is serving the call. ``_Peer(test=True)``
-builds independent peers so one process can run several (tests, tools).
+handler it returns the peer that is serving the call. ``net.Peer`` is also the
+type of every peer (``def f(p: net.Peer)``). ``_Peer(...)`` and
+``net.Peer(test=True)`` build independent peers, so one process can run
+several (tests, tools).
 """
 from __future__ import annotations
 
 import getpass
 import os
 import sys
-import threading
 from typing import Any
 
 from . import config
@@ -28,8 +29,22 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
-class _Peer:
-    """A running net peer: serves this process's connections on one port of the range."""
+class _PeerType(type):
+    """Calling ``Peer(...)`` gives the running peer, not a new one (the spec's ``net.Peer()``)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is not Peer or kwargs.get("test"):
+            return super().__call__(*args, **kwargs)
+        return _process_peer(*args, **kwargs)
+
+
+class Peer(metaclass=_PeerType):
+    """A net peer: serves this process's connections on one port of the range.
+
+    ``Peer()`` returns this process's running peer (started on first use; inside
+    a handler, the peer serving the call); ``Peer(test=True)`` a new, separate
+    one with its own port and id.
+    """
 
     CONNECTIONS = registry.CONNECTIONS
     SUBSCRIPTIONS = publisher.SUBSCRIPTIONS
@@ -115,7 +130,7 @@ class _Peer:
         self.closed = True
         _running.forget_process_peer(self)
 
-    def __enter__(self) -> "_Peer":
+    def __enter__(self) -> Peer:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -126,9 +141,14 @@ class _Peer:
         return f"<net peer group={self._group} hub={self._hub} {state}>"
 
 
-def Peer(*args: Any, **kwargs: Any) -> _Peer:
+class _Peer(Peer):
+    """A peer built directly (the spec's ``net.peer._Peer(launch=True, test=False, group=None)``):
+    always a new one, never the process's running peer."""
+
+
+def _process_peer(*args: Any, **kwargs: Any) -> Peer:
     """The running peer of this Python process (inside a handler: the peer serving the call)."""
-    serving = context.serving_peer()
+    serving: Peer | None = context.serving_peer()
     if serving is not None:
         return serving
     instance = _running.process_peer()
@@ -142,6 +162,6 @@ def Peer(*args: Any, **kwargs: Any) -> _Peer:
         return instance
 
 
-def running() -> _Peer | None:
+def running() -> Peer | None:
     """The process's peer if it has been started, without starting it."""
     return _running.running()

@@ -6,7 +6,7 @@ Every form sends one CALL on the process's pooled connection to that peer
 peer while idle, before it read the call) is sent again once on a fresh one.
 
 ``POOL``, the process's one :class:`~net.pool.Pool`, lives here. The other
-names other modules use from here (``OutboundConnection``, ``Pending``,
+names other modules use from here (``OutboundLink``, ``Pending``,
 ``Retired``, ...) are re-exported from the modules that hold them.
 """
 from __future__ import annotations
@@ -21,14 +21,14 @@ from ..wire import frames as wire, ids as identity, payloads
 from .flags import FLAGS
 from .deadlines import DEADLINES, call_timeout
 from ..errors import MessageTooLarge, PeerUnreachable, ProtocolError, RemoteError, Timeout
-from .link import IDLE_CHECK_AFTER, NO_OPTIONS, OutboundConnection, dial_timeout
+from .link import IDLE_CHECK_AFTER, NO_OPTIONS, OutboundLink, dial_timeout
 from .outbox import LoopOutbox, outbox
 from .pool import Pool
 from .waiters import AsyncWaiter, FutureWaiter, Pending, Retired, Waiter
 from ..wire.frames import Kind
 
 __all__ = ["call", "submit", "acall", "finish", "effective_timeout", "dial_timeout", "POOL", "Pool",
-           "OutboundConnection", "IDLE_CHECK_AFTER", "Pending", "Waiter", "FutureWaiter", "AsyncWaiter",
+           "OutboundLink", "IDLE_CHECK_AFTER", "Pending", "Waiter", "FutureWaiter", "AsyncWaiter",
            "Retired", "LoopOutbox", "outbox"]
 
 # The process's connections. Made here rather than imported: CPython compiles ``POOL.get(...)``

@@ -37,7 +37,7 @@ def dial_timeout() -> float:
     return dial_timeout_override.get() or config.get("CONNECT_TIMEOUT")
 
 
-class OutboundConnection:
+class OutboundLink:
     """A persistent connection to one remote peer, shared by all threads.
 
     Whoever holds ``_read_lock`` reads frames and routes them to their

@@ -12,19 +12,19 @@ from time import monotonic
 
 from .. import config
 from ..errors import PeerUnreachable, Timeout
-from .link import IDLE_CHECK_AFTER, OutboundConnection
+from .link import IDLE_CHECK_AFTER, OutboundLink
 
 
 class Pool:
     """Process-wide connections, one per remote (host, port), plus their heartbeat monitor."""
 
     def __init__(self) -> None:
-        self._connections: dict[tuple[str, int], OutboundConnection] = {}
+        self._connections: dict[tuple[str, int], OutboundLink] = {}
         self._lock = threading.Lock()
         self._dialing: dict[tuple[str, int], threading.Lock] = {}
         self._monitor: threading.Thread | None = None
 
-    def get(self, host: str, port: int) -> OutboundConnection:
+    def get(self, host: str, port: int) -> OutboundLink:
         address = (host, port)
         connection = self._connections.get(address)
         if connection is not None:
@@ -39,7 +39,7 @@ class Pool:
             connection = self._connections.get(address)
             if connection is not None and connection.dead is None:
                 return connection
-            connection = OutboundConnection(self, host, port)
+            connection = OutboundLink(self, host, port)
             with self._lock:
                 self._connections[address] = connection
                 if self._monitor is None or not self._monitor.is_alive():
@@ -47,13 +47,13 @@ class Pool:
                     self._monitor.start()
             return connection
 
-    def discard(self, connection: OutboundConnection) -> None:
+    def discard(self, connection: OutboundLink) -> None:
         with self._lock:
             address = (connection.host, connection.port)
             if self._connections.get(address) is connection:
                 del self._connections[address]
 
-    def connections(self) -> list[OutboundConnection]:
+    def connections(self) -> list[OutboundLink]:
         with self._lock:
             return list(self._connections.values())
 
@@ -95,7 +95,7 @@ class Pool:
                 silent = now - connection.last_heard
                 # Dead only if a ping sent during this silence went unanswered for half the
                 # limit: silence can also build up over calls that each gave up early (see
-                # OutboundConnection._start_silence_clock), on a peer that would still answer.
+                # OutboundLink._start_silence_clock), on a peer that would still answer.
                 pinged = connection.last_ping > connection.last_heard and now - connection.last_ping >= limit / 2
                 if silent > limit - interval and pinged:
                     connection._die(PeerUnreachable(

@@ -102,7 +102,7 @@ def _resolve(future: asyncio.Future) -> None:
 
 # Streams dropped without close() are cancelled from here: a __del__ may run inside any code
 # (even code holding a connection's send lock), so it only queues the request.
-_orphans: queue.SimpleQueue[tuple[client.OutboundConnection, int]] = queue.SimpleQueue()
+_orphans: queue.SimpleQueue[tuple[client.OutboundLink, int]] = queue.SimpleQueue()
 _reaper_lock = threading.Lock()
 _reaper: threading.Thread | None = None
 
@@ -116,7 +116,7 @@ def _reap() -> None:
             log.debug("net: could not cancel orphaned stream %s", request_id, exc_info=True)
 
 
-def _orphan(connection: client.OutboundConnection, request_id: int) -> None:
+def _orphan(connection: client.OutboundLink, request_id: int) -> None:
     global _reaper
     _orphans.put((connection, request_id))
     if _reaper is None:
@@ -137,7 +137,7 @@ class _StreamBase:
         self._target = target
         self._timeout = client.effective_timeout() if timeout is None else timeout
         self._window = int(config.get("STREAM_WINDOW"))
-        self._connection: client.OutboundConnection | None = None
+        self._connection: client.OutboundLink | None = None
         self._request_id = 0
         self._receiver: StreamReceiver | None = None
         self._items: list[Any] = []
@@ -150,7 +150,7 @@ class _StreamBase:
     def name(self) -> str:
         return ids.name_of(self._key)
 
-    def _started(self, connection: client.OutboundConnection, attempt: int) -> bool:
+    def _started(self, connection: client.OutboundLink, attempt: int) -> bool:
         """Send the call on ``connection``; False if, on a first attempt, it was a stale pooled one."""
         reused = connection.calls_started > 0
         receiver = StreamReceiver()

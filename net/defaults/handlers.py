@@ -9,35 +9,35 @@ from typing import Any
 
 from ..events import publisher, subscriber
 from ..serving import registry
-from ..api import builtin_connection
+from ..api import builtin
 from ..peer import Peer
 
 
-@builtin_connection
+@builtin
 def null(*args: Any, **kwargs: Any) -> Any:
     """Do nothing; the caller receives the NULL flag, whose handler returns None."""
     return Peer().get_flag("NULL")
 
 
-@builtin_connection
+@builtin
 def connections(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     """Every connection this peer offers: name, key, signature, first docstring line."""
     return [registry.describe(key) for key in list(registry.CONNECTIONS)]
 
 
-@builtin_connection
+@builtin
 def info(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """This peer's friendly id: group, host, port, hub, executable, user, pid."""
     return Peer().friendly_id
 
 
-@builtin_connection
+@builtin
 def pass_through(*args: Any, **kwargs: Any) -> list[Any]:
     """Return ``[args, kwargs]`` exactly as received (for checking what survives the trip)."""
     return [list(args), kwargs]
 
 
-@builtin_connection
+@builtin
 def subscription_handler(action: str, *args: Any) -> Any:
     """Event traffic: ``subscribe`` leases (publisher side), ``deliver`` batches (subscriber side),
     ``list`` (the publisher's subscriber table)."""

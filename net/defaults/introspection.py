@@ -11,7 +11,7 @@ from ..calls import flags as flag_table
 from ..events import publisher
 from ..serving import registry
 from ..wire import ids
-from ..api import builtin_connection
+from ..api import builtin
 from ..peer import Peer
 
 
@@ -34,7 +34,7 @@ def _subscribers(value: Any) -> list[str]:
     return sorted(names)
 
 
-@builtin_connection
+@builtin
 def summary(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """This peer's info, connections, subscriptions (event -> subscribers) and flags."""
     subscriptions = []

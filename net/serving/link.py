@@ -71,7 +71,7 @@ class _RefusalLog:
 _refusals = _RefusalLog()
 
 
-class InboundConnection:
+class InboundLink:
     """One accepted socket: reads frames, dispatches calls, writes replies."""
 
     def __init__(self, server: Any, sock: socket.socket, where: str):

@@ -1,6 +1,6 @@
 """The serving side of a peer: the accept loop, and the watchdog that keeps connections reading.
 
-Each accepted socket becomes an :class:`~net.inbound.InboundConnection`
+Each accepted socket becomes an :class:`~net.inbound.InboundLink`
 (``inbound.py``), whose reader thread runs synchronous handlers itself. If a
 handler is still running after ``HANDOFF_AFTER`` seconds, the
 :class:`Watchdog` here gives the reading role to a fresh thread, so a slow
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..transport import busy_poll, endpoints as transport
 from .. import config
-from .link import InboundConnection
+from .link import InboundLink
 from ..threads.workers import WorkerPool
 
 log = logging.getLogger("net")
@@ -99,7 +99,7 @@ class Server:
         self.idle_timeout = config.get("IDLE_TIMEOUT")
         self.max_message = config.get("MAX_MESSAGE")
         self.shared = busy_poll.SharedServer()      # whether its readers may busy-poll
-        self.connections: set[InboundConnection] = set()
+        self.connections: set[InboundLink] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,7 +134,7 @@ class Server:
             with self._lock:
                 full = len(self.connections) >= self.max_connections
                 if not full:
-                    connection = InboundConnection(self, sock, where)
+                    connection = InboundLink(self, sock, where)
                     self.connections.add(connection)
             if full:
                 log.warning("net: refusing %s: %d connections open (NET_MAX_CONNECTIONS)",
@@ -144,7 +144,7 @@ class Server:
                 continue
             self.readers.submit(connection.serve)
 
-    def forget(self, connection: "InboundConnection") -> None:
+    def forget(self, connection: "InboundLink") -> None:
         with self._lock:
             self.connections.discard(connection)
 
@@ -197,14 +197,14 @@ class Watchdog:
 
     def __init__(self, readers: Any):
         self.readers = readers
-        self.recent: set[InboundConnection] = set()
+        self.recent: set[InboundLink] = set()
         self.sleeping = True
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def watch(self, connection: "InboundConnection") -> None:
+    def watch(self, connection: "InboundLink") -> None:
         self.recent.add(connection)
         if self.sleeping:
             self._wake.set()

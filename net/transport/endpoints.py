@@ -1,8 +1,8 @@
-"""Opening connections: listen, connect/dial and accept, with the whole greeting.
+"""Both ends of a link: listen and accept (callee), dial (caller), with the whole greeting.
 
 Socket options are set here, the wire preamble is exchanged, and TLS and
 the shared-key handshake run when configured. The connected result is a
-:class:`~net.framed.FramedSocket` (``framed.py``, where OS errors become net
+:class:`~net.transport.framed.FramedSocket` (``framed.py``, where OS errors become net
 errors); everything above never sees an ``OSError``.
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def dial(host: str, port: int, timeout: float, max_message: int) -> "FramedSocke
     """
     where = f"{host}:{port}"
     if local_modes():
-        return FramedSocket(connect(host, port, timeout), where, max_message)
+        return FramedSocket(greet(host, port, timeout), where, max_message)
     with os_errors_as(where, "connecting to"):
         sock = socket.create_connection((host, port), timeout=timeout)
     try:
@@ -97,8 +97,8 @@ def dial(host: str, port: int, timeout: float, max_message: int) -> "FramedSocke
     return FramedSocket(sock, where, max_message, expect_preamble=0)
 
 
-def connect(host: str, port: int, timeout: float) -> socket.socket | TLSChannel:
-    """Open a connection and run the whole greeting: preambles, then TLS and the key handshake if on.
+def greet(host: str, port: int, timeout: float) -> socket.socket | TLSChannel:
+    """Connect and run the whole greeting: preambles, then TLS and the key handshake if on.
 
     Everything must finish within ``timeout``. Raises PeerUnreachable/Timeout,
     ProtocolError (not a net peer) or AuthError (security refused either way).
