@@ -11,12 +11,16 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-from typing import Any, Callable, Mapping, TypeVar
+import sys
+from typing import Any, Awaitable, Callable, Generic, Mapping, TypeVar, cast, overload
 
-from .calls import client
-from .calls import deadlines, flags
-from .serving import request as context, registry
-from .calls import streams
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:                               # Python 3.9
+    from typing_extensions import ParamSpec
+
+from .calls import client, deadlines, flags, streams
+from .serving import registry, request as context
 from .events import publisher, subscriber
 from .events.peer_lists import looks_like_peers, peer_addresses, single_peer
 from .peer import Peer
@@ -24,6 +28,8 @@ from .wire import addresses, ids
 
 log = logging.getLogger("net")
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def resolve(target: Any) -> tuple[str, int]:
@@ -53,16 +59,27 @@ def resolve_cached(target: Any) -> tuple[str, int]:
         return resolve(target)
 
 
-class Connection:
-    """A function registered with ``@net.connect``: call it locally, or on a peer with ``peer=``."""
+class Connection(Generic[P, R]):
+    """A function registered with ``@net.connect``: call it locally, or on a peer with ``peer=``.
 
-    def __init__(self, function: Callable[..., Any], tag: str | None = None):
+    It keeps the function's signature for type checkers: for ``def render(frame: int) -> str``,
+    ``render(1)`` and ``render(1, peer=p)`` are ``str``, ``render.submit(1, peer=p)`` a
+    ``Future[str]``, ``await render.acall(1, peer=p)`` a ``str``.
+    """
+
+    def __init__(self, function: Callable[P, R], tag: str | None = None):
         self.function = function
         self.tag = tag
         self.key = registry.add_connection(function, tag)
         self.name = ids.name_of(self.key)
         self.streaming = registry.is_streaming(function)
         functools.update_wrapper(self, function)
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def __call__(self, *args: Any, peer: Any, **kwargs: Any) -> R: ...
 
     def __call__(self, *args: Any, peer: Any = None, **kwargs: Any) -> Any:
         """Run locally, or on ``peer``; a generator connection returns a :class:`~net.calls.streams.RemoteStream`."""
@@ -76,24 +93,27 @@ class Connection:
             host, port = resolve_cached(peer)
         return client.call(host, port, self.key, args, kwargs, peer)
 
-    def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future:
+    def submit(self, *args: Any, peer: Any, **kwargs: Any) -> concurrent.futures.Future[R]:
         """Start the call on ``peer`` and return a Future at once."""
         if self.streaming:
             raise TypeError(f"{self.name} is a generator: iterate it with for x in f(peer=P) "
                             f"or async for x in f.acall(peer=P); it has no single result for a Future")
         host, port = resolve_cached(peer)
-        return client.submit(host, port, self.key, list(args), kwargs, target=peer)
+        future: concurrent.futures.Future[R] = client.submit(host, port, self.key, list(args), kwargs,
+                                                             target=peer)
+        return future
 
-    def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Any:
+    def acall(self, *args: Any, peer: Any, **kwargs: Any) -> Awaitable[R]:
         """``await f.acall(..., peer=P)`` without blocking the running event loop.
 
         For a generator connection it returns an :class:`~net.calls.streams.AsyncRemoteStream`
         instead: ``async for x in f.acall(peer=P)`` (awaiting it also gives the stream).
         """
         if self.streaming:
-            return self.astream(*args, peer=peer, **kwargs)
+            stream: Any = self.astream(*args, peer=peer, **kwargs)
+            return cast("Awaitable[R]", stream)
         host, port = resolve_cached(peer)
-        return client.acall(host, port, self.key, list(args), kwargs, target=peer)
+        return cast("Awaitable[R]", client.acall(host, port, self.key, list(args), kwargs, target=peer))
 
     def stream(self, *args: Any, peer: Any, **kwargs: Any) -> streams.RemoteStream:
         """Iterate the remote generator's items (also for a local stub that is not a generator)."""
@@ -109,16 +129,24 @@ class Connection:
         return f"<net connection {self.name}>"
 
 
-def connect(tag: str | Callable[..., Any] | None = None) -> Callable[[F], Connection]:
+@overload
+def connect(tag: Callable[P, R]) -> Connection[P, R]: ...
+
+
+@overload
+def connect(tag: str | None = None) -> Callable[[Callable[P, R]], Connection[P, R]]: ...
+
+
+def connect(tag: str | Callable[..., Any] | None = None) -> Any:
     """Register a function as a connection other peers can call (and start this peer).
 
     ``@net.connect()`` keys it by ``module.function``; ``@net.connect("Tag")``
     by the tag, so renamed functions in different code bases still match.
     """
     if callable(tag):               # bare @net.connect
-        return connect()(tag)       # type: ignore[return-value]
+        return connect()(tag)
 
-    def register(function: F) -> Connection:
+    def register(function: Callable[P, R]) -> Connection[P, R]:
         connection = Connection(function, tag)
         Peer()
         return connection
@@ -126,7 +154,7 @@ def connect(tag: str | Callable[..., Any] | None = None) -> Callable[[F], Connec
     return register
 
 
-def builtin(function: F) -> Connection:
+def builtin(function: Callable[P, R]) -> Connection[P, R]:
     """Register one of net's own handlers without starting the peer at import."""
     return Connection(function)
 
@@ -144,15 +172,15 @@ timeout = deadlines.timeout
 cancelled = context.cancelled
 
 
-class Event:
+class Event(Generic[P]):
     """A function registered with ``@net.event``: calling it publishes what it returns."""
 
-    def __init__(self, function: Callable[..., Any], name: str):
+    def __init__(self, function: Callable[P, Any], name: str):
         self.function = function
         self.name = name
         functools.update_wrapper(self, function)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> int:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """Run the hook, queue its ``(args, kwargs)`` for every subscriber, return their number."""
         result = self.function(*args, **kwargs)
         try:
@@ -173,7 +201,15 @@ class Event:
         return f"<net event {self.name!r}>"
 
 
-def event(name: str | Callable[..., Any]) -> Callable[[F], Event]:
+@overload
+def event(name: Callable[P, Any]) -> Event[P]: ...
+
+
+@overload
+def event(name: str) -> Callable[[Callable[P, Any]], Event[P]]: ...
+
+
+def event(name: str | Callable[..., Any]) -> Any:
     """Register a function as the trigger of event ``name`` (and start this peer).
 
     The function must ``return args, kwargs``; calling it queues them for every
@@ -181,11 +217,11 @@ def event(name: str | Callable[..., Any]) -> Callable[[F], Event]:
     """
     if callable(name):              # bare @net.event: named after the function's path
         function = name
-        return event(ids.function_path(function))(function)    # type: ignore[return-value]
+        return event(ids.function_path(function))(function)
     if not isinstance(name, str) or not name:
         raise TypeError(f"net.event needs the event's name (a non-empty str), got {name!r}")
 
-    def register(function: F) -> Event:
+    def register(function: Callable[P, Any]) -> Event[P]:
         if not callable(function):
             raise TypeError(f"@net.event({name!r}) must decorate a function")
         hook = Event(function, name)

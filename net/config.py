@@ -1,16 +1,18 @@
 """Every ``NET_*`` setting, declared once with its type, default and meaning.
 
 Values are read from the environment when ``net`` is imported; a malformed
-value raises :class:`net.ConfigError` naming the variable and the value.
-They are exposed as attributes of the ``net`` package (``net.PORT_START``)
-and may be reassigned there before the peer starts (``net.GROUP = "x"``);
-:func:`get` reads the current value.
+value raises :class:`net.ConfigError` naming the variable and the value, and
+a ``NET_*`` variable that names no setting is reported (:func:`unknown_variables`).
+They live in :data:`VALUES` only: the ``net`` package shows them as typed
+attributes (``net.PORT_START``), and assigning one (``net.GROUP = "x"``)
+changes :data:`VALUES`; each setting's ``applies`` says when the new value
+takes effect. Code reads them with :func:`get`.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -118,6 +120,8 @@ class Setting:
     default: Any
     doc: str
     secret: bool = False            # never shown by dump()
+    annotation: str = "object"      # its type as net/__init__.py declares it for type checkers
+    applies: str = ""               # when an assignment ``net.NAME = value`` takes effect
 
     @property
     def env(self) -> str:
@@ -154,47 +158,99 @@ def detect_lan_address() -> str:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("THREAD_LIMIT", _positive_int, 5,
-            "threads that share a network scan; also the number of event deliveries in flight"),
-    Setting("PORT_START", _port, 3010, "first port a peer tries to bind"),
+            "threads that share a network scan; also the number of event deliveries in flight",
+            annotation="int",
+            applies="at the next scan or subscription sync; the event delivery pool keeps the size it started with"),
+    Setting("PORT_START", _port, 3010, "first port a peer tries to bind",
+            annotation="int",
+            applies="at the next peer start (and the next on_host scan)"),
     Setting("PORT_RANGE", _non_negative_int, 5,
-            "ports tried after PORT_START: the peer binds the first free of START..START+RANGE"),
-    Setting("GROUP", _text_or_none, None, "the group this peer belongs to (shown as 'None' in ids when unset)"),
-    Setting("IS_HUB", _bool, False, "mark this peer as a hub"),
-    Setting("DEV", _bool, False, "log at DEBUG level on the 'net' logger"),
-    Setting("HOST", _host, None, "address advertised in this peer's id (default: the LAN address)"),
-    Setting("BIND", _host, "0.0.0.0", "address the server listens on (0.0.0.0: this machine and the LAN)"),
+            "ports tried after PORT_START: the peer binds the first free of START..START+RANGE",
+            annotation="int",
+            applies="at the next peer start (and the next on_host scan)"),
+    Setting("GROUP", _text_or_none, None, "the group this peer belongs to (shown as 'None' in ids when unset)",
+            annotation="str | None",
+            applies="at the next peer start"),
+    Setting("IS_HUB", _bool, False, "mark this peer as a hub",
+            annotation="bool",
+            applies="at the next peer start"),
+    Setting("DEV", _bool, False, "log at DEBUG level on the 'net' logger",
+            annotation="bool",
+            applies="at once (the 'net' logger's level and handler)"),
+    Setting("HOST", _host, None, "address advertised in this peer's id (default: the LAN address)",
+            annotation="str",
+            applies="at the next peer start"),
+    Setting("BIND", _host, "0.0.0.0", "address the server listens on (0.0.0.0: this machine and the LAN)",
+            annotation="str",
+            applies="at the next peer start"),
     Setting("TIMEOUT", _seconds_or_none, None,
-            "default deadline of a remote call in seconds ('none': no deadline, liveness by heartbeat)"),
-    Setting("CONNECT_TIMEOUT", _seconds, 3.0, "seconds to open a TCP connection to a peer"),
+            "default deadline of a remote call in seconds ('none': no deadline, liveness by heartbeat)",
+            annotation="float | None",
+            applies="at the next call"),
+    Setting("CONNECT_TIMEOUT", _seconds, 3.0, "seconds to open a TCP connection to a peer",
+            annotation="float",
+            applies="at the next link dialled"),
     Setting("HEARTBEAT", _seconds, 10.0,
-            "a connection with calls in flight that hears nothing for this long is declared dead"),
+            "a connection with calls in flight that hears nothing for this long is declared dead",
+            annotation="float",
+            applies="at the heartbeat's next check (within a second)"),
     Setting("STREAM_WINDOW", _positive_int, 512,
-            "items a streaming (generator) connection may produce ahead of its consumer (back-pressure)"),
-    Setting("MAX_MESSAGE", _positive_int, 256 * 1024 * 1024, "largest message in bytes, either direction"),
-    Setting("WORKERS", _positive_int, 64, "threads that run synchronous handlers (bounded pool)"),
-    Setting("MAX_CONNECTIONS", _positive_int, 1024, "inbound connections a peer accepts at once"),
-    Setting("HANDSHAKE_TIMEOUT", _seconds, 5.0, "seconds a new inbound connection has to introduce itself"),
+            "items a streaming (generator) connection may produce ahead of its consumer (back-pressure)",
+            annotation="int",
+            applies="at the next streamed call"),
+    Setting("MAX_MESSAGE", _positive_int, 256 * 1024 * 1024, "largest message in bytes, either direction",
+            annotation="int",
+            applies="at the next link dialled (caller), the next peer start (callee) or delivery batch (publisher)"),
+    Setting("WORKERS", _positive_int, 64, "threads that run synchronous handlers (bounded pool)",
+            annotation="int",
+            applies="at the next peer start"),
+    Setting("MAX_CONNECTIONS", _positive_int, 1024, "inbound connections a peer accepts at once",
+            annotation="int",
+            applies="at the next peer start"),
+    Setting("HANDSHAKE_TIMEOUT", _seconds, 5.0, "seconds a new inbound connection has to introduce itself",
+            annotation="float",
+            applies="at the next peer start"),
     Setting("DISCOVERY", _discovery_mode, "answer",
             "what LAN discovery traffic this process may send: off, query (net.peers() may scan), "
-            "answer (also answer others' queries), announce (also say hello/goodbye); see README"),
+            "answer (also answer others' queries), announce (also say hello/goodbye); see README",
+            annotation="str",
+            applies="at the next net.peers() call; the responder at the next peer start"),
     Setting("DISCOVERY_TIMEOUT", _seconds, 0.3,
-            "seconds net.peers() waits for multicast answers, and for one probe to connect or answer"),
+            "seconds net.peers() waits for multicast answers, and for one probe to connect or answer",
+            annotation="float",
+            applies="at the next scan"),
     Setting("BUSY_POLL", _busy_poll_microseconds, 100,
             "microseconds a thread about to wait for a reply (or for a connection's next call) keeps "
-            "polling the socket first, while that connection answers that fast; 0: never"),
+            "polling the socket first, while that connection answers that fast; 0: never",
+            annotation="int",
+            applies="at the next link opened (either side)"),
     Setting("IDLE_TIMEOUT", _seconds_or_none, 600.0,
-            "inbound connections with nothing in flight are closed after this many idle seconds"),
+            "inbound connections with nothing in flight are closed after this many idle seconds",
+            annotation="float | None",
+            applies="at the next peer start"),
     Setting("LEASE", _seconds, 30.0,
             "subscribers renew their event subscriptions this often (seconds); a publisher drops a "
-            "subscription that was not renewed for 3 leases"),
+            "subscription that was not renewed for 3 leases",
+            annotation="float",
+            applies="at the next lease renewal (subscriber) or lease granted (publisher)"),
     Setting("EVENT_QUEUE", _positive_int, 10_000,
-            "events a publisher queues per subscriber; when full, that subscriber's oldest are dropped"),
+            "events a publisher queues per subscriber; when full, that subscriber's oldest are dropped",
+            annotation="int",
+            applies="at the next subscriber lease a publisher registers"),
     Setting("SECRET", _secret, None,
             "shared key: every connection must prove both sides know it (HMAC challenge-response)",
-            secret=True),
-    Setting("TLS_CERT", _path_or_none, None, "this peer's certificate (PEM) for mutual TLS"),
-    Setting("TLS_KEY", _path_or_none, None, "this peer's private key (PEM) for mutual TLS"),
-    Setting("TLS_CA", _path_or_none, None, "the team CA (PEM) both sides verify each other against"),
+            secret=True,
+            annotation="str | None",
+            applies="at the next link opened (either side); open links keep theirs"),
+    Setting("TLS_CERT", _path_or_none, None, "this peer's certificate (PEM) for mutual TLS",
+            annotation="str | None",
+            applies="at the next link opened (either side); open links keep theirs"),
+    Setting("TLS_KEY", _path_or_none, None, "this peer's private key (PEM) for mutual TLS",
+            annotation="str | None",
+            applies="at the next link opened (either side); open links keep theirs"),
+    Setting("TLS_CA", _path_or_none, None, "the team CA (PEM) both sides verify each other against",
+            annotation="str | None",
+            applies="at the next link opened (either side); open links keep theirs"),
 )
 
 TLS_SETTINGS = ("TLS_CERT", "TLS_KEY", "TLS_CA")
@@ -232,21 +288,49 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return values
 
 
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``NET_*`` variable that names no setting, with the closest known name."""
+    environ = os.environ if environ is None else environ
+    known = [setting.env for setting in SETTINGS]
+    lines = []
+    for variable in sorted(name for name in environ if name.startswith("NET_") and name not in known):
+        close = difflib.get_close_matches(variable, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{variable}: no such setting{hint}")
+    return lines
+
+
 VALUES = load()
+"""The one place settings live: read with :func:`get` (or this dict, on the call path), changed by
+assigning ``net.NAME = value`` (which :func:`assign` carries out)."""
+
+_on_change: dict[str, Callable[[Any], None]] = {}
+
+
+def on_change(name: str, apply: Callable[[Any], None]) -> None:
+    """Run ``apply(value)`` whenever setting ``name`` is assigned (for settings that act at once)."""
+    _on_change[name] = apply
+
+
+def is_setting(name: str) -> bool:
+    return name in _BY_NAME
+
+
+def assign(name: str, value: Any) -> None:
+    """``net.NAME = value``: the new value is what :func:`get` returns from now on."""
+    VALUES[name] = value
+    apply = _on_change.get(name)
+    if apply is not None:
+        apply(value)
 
 
 def namespace() -> dict[str, Any]:
-    """The mapping :func:`get` reads: the ``net`` package's namespace once it is being imported
-    (its attributes are the settings, and reassigning one takes effect), else the loaded values."""
-    package = sys.modules.get("net")
-    return package.__dict__ if package is not None else VALUES
+    """The mapping :func:`get` reads, for a hot path that looks a setting up per call."""
+    return VALUES
 
 
 def get(name: str) -> Any:
-    """Current value of a setting: the ``net`` package attribute if reassigned, else the loaded one."""
-    package = sys.modules.get("net")
-    if package is not None and name in package.__dict__:
-        return package.__dict__[name]
+    """The current value of a setting."""
     return VALUES[name]
 
 

@@ -54,3 +54,29 @@ def test_dev_turns_on_debug_logging():
     result = import_net({"NET_DEV": "1"}, "logging_level")
     result = import_net({"NET_DEV": "1"}, "__import__('logging').getLogger('net').level")
     assert result.stdout.strip() == "10"
+
+
+def test_a_misspelt_variable_is_reported_once_with_the_closest_name():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NET_")}
+    env.update({"NET_TIMOUT": "5", "NET_HOST": "127.0.0.1", "PYTHONPATH": str(ROOT)})
+    code = "import logging; logging.basicConfig(format='%(levelname)s %(message)s'); import net"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "NET_TIMOUT" in line]
+    assert lines == ["WARNING net: NET_TIMOUT: no such setting; did you mean NET_TIMEOUT?"]
+
+
+def test_assigning_a_setting_changes_what_every_reader_sees():
+    result = import_net({"NET_HOST": "127.0.0.1"},
+                        "[net.config.get('TIMEOUT'), setattr(net, 'TIMEOUT', 4.0), net.config.get('TIMEOUT'), "
+                        "net.TIMEOUT, net.config.dump()['NET_TIMEOUT'], 'TIMEOUT' in vars(net)]")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[None, None, 4.0, 4.0, 4.0, False]"
+
+
+def test_net_dev_assigned_at_run_time_turns_debug_logging_on_and_off():
+    result = import_net({"NET_HOST": "127.0.0.1"},
+                        "[net.LOGGER.level, setattr(net, 'DEV', True), net.LOGGER.level, setattr(net, 'DEV', False), "
+                        "net.LOGGER.level]")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0, None, 10, None, 0]"
