@@ -44,3 +44,9 @@ def test_peer_identity_attributes():
         assert {"group", "host", "port", "hub", "executable", "user"} <= set(friendly)
         assert friendly["group"] == "g1" and friendly["port"] == peer.port
         assert peer.get_flag("NULL") == "TlVMTA=="
+
+
+def test_the_wire_names_the_built_in_keys_the_defaults_register():
+    from net.wire import ids
+    assert ids.INFO_KEY == net.info.key
+    assert ids.SUBSCRIPTION_KEY == net.subscription_handler.key
