@@ -58,9 +58,9 @@ class Peer(metaclass=_PeerType):
 
     def __init__(self, launch: bool = True, test: bool = False, group: str | None = None):
         self.test = test
-        self._group = group if group is not None else config.get("GROUP")
+        self._group: str | None = group if group is not None else config.get("GROUP")
         self._hub = bool(config.get("IS_HUB"))
-        self._host = config.get("HOST")
+        self._host: str = config.get("HOST")
         self._port: int | None = None
         self.server: Server | None = None
         self.responder: Any = None      # answers LAN discovery queries (net.discovery), if allowed

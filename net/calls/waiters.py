@@ -81,7 +81,7 @@ class FutureWaiter(Pending):
 
     __slots__ = ("future", "finish", "retry")
 
-    def __init__(self, future: concurrent.futures.Future, finish: Callable[[wire.Frame], Any]):
+    def __init__(self, future: concurrent.futures.Future[Any], finish: Callable[[wire.Frame], Any]):
         self.future = future
         self.finish = finish
         self.retry: Callable[[], None] | None = None    # resends the call if the peer retired the connection
@@ -115,21 +115,22 @@ class AsyncWaiter(Pending):
 
     __slots__ = ("handoff", "future")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[wire.Frame]):
         self.handoff = handoff.for_loop(loop)
         self.future = future
 
     def deliver(self, frame: wire.Frame) -> None:
-        self.handoff.call(_settle, self.future, frame, None)
+        self.handoff.call(_resolve, self.future, frame)
 
     def fail(self, error: NetError) -> None:
-        self.handoff.call(_settle, self.future, None, error)
+        self.handoff.call(_reject, self.future, error)
 
 
-def _settle(future: asyncio.Future, frame: wire.Frame | None, error: NetError | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
+def _resolve(future: asyncio.Future[wire.Frame], frame: wire.Frame) -> None:
+    if not future.done():
         future.set_result(frame)
+
+
+def _reject(future: asyncio.Future[wire.Frame], error: NetError) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -15,7 +15,11 @@ import datetime
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 CA_DAYS = 3650
 PEER_DAYS = 825
@@ -31,18 +35,18 @@ def _write(path: Path, data: bytes, private: bool) -> None:
         os.chmod(path, 0o600)
 
 
-def _key_pem(key: Any) -> bytes:
+def _key_pem(key: PrivateKeyTypes) -> bytes:
     from cryptography.hazmat.primitives import serialization
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def _cert_pem(cert: Any) -> bytes:
+def _cert_pem(cert: x509.Certificate) -> bytes:
     from cryptography.hazmat.primitives import serialization
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _name(common_name: str) -> Any:
+def _name(common_name: str) -> x509.Name:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "net"),
@@ -82,13 +86,17 @@ def create_peer(directory: Path, name: str, days: int = PEER_DAYS) -> tuple[Path
     """Write NAME.pem and NAME.key signed by ``directory``'s CA; returns their paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
     if not _NAME.match(name) or name == "ca":
         raise ValueError(f"peer name {name!r}: use letters, digits, '.', '_' or '-' (and not 'ca')")
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, (rsa.RSAPrivateKey, dsa.DSAPrivateKey, ec.EllipticCurvePrivateKey,
+                               ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        # What signing would raise anyway (the CA is checked before anything is written).
+        raise TypeError("Key must be an rsa, dsa, ec, ed25519, or ed448 private key.")
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder()

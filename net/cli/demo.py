@@ -27,7 +27,7 @@ EVENT = "demo.frame_done"
 
 
 @net.event(EVENT)
-def frame_done(frame: int, pid: int, port: int) -> Any:
+def frame_done(frame: int, pid: int, port: int | None) -> Any:
     """Fired by a worker after each frame; subscribers get (frame, pid, port)."""
     return [frame, pid, port], {}
 
@@ -72,7 +72,7 @@ def worker() -> None:
     peer.close()
 
 
-def _start_worker(name: str, group: str, port_start: int) -> subprocess.Popen:
+def _start_worker(name: str, group: str, port_start: int) -> subprocess.Popen[str]:
     env = dict(os.environ, NET_HOST="127.0.0.1", NET_BIND="127.0.0.1", NET_GROUP=group,
                NET_IS_HUB="1" if name == "hub" else "0",
                NET_PORT_START=str(port_start), NET_PORT_RANGE=str(PORT_RANGE))
@@ -80,7 +80,7 @@ def _start_worker(name: str, group: str, port_start: int) -> subprocess.Popen:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def _ready(proc: subprocess.Popen) -> bytes:
+def _ready(proc: subprocess.Popen[str]) -> bytes:
     line = proc.stdout.readline().split() if proc.stdout else []
     if len(line) != 2 or line[0] != "READY":
         raise RuntimeError(f"a demo worker (pid {proc.pid}) failed to start")
@@ -98,7 +98,7 @@ def run(console: Any = None) -> int:
     net.PORT_RANGE = PORT_RANGE                 # on_host discovery looks where the workers bind
     console.print(f"[bold]net demo[/bold]: {len(WORKERS)} peers on 127.0.0.1 in group {group}, "
                   f"each its own process")
-    workers: list[subprocess.Popen] = []
+    workers: list[subprocess.Popen[str]] = []
     try:
         workers = [_start_worker(name, group, base) for name in WORKERS]
         pids = {proc.pid: name for name, proc in zip(WORKERS, workers)}

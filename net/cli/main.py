@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:            # a malformed NET_* variable fails at import: say which
         return _fail(str(exc), EXIT_USAGE)
     args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run     # set by each subcommand's parser
     try:
-        return args.run(args)
+        return run(args)
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except net.RemoteError as exc:

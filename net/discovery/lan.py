@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import ifaddr
 
@@ -161,10 +161,10 @@ def open_ports(targets: Iterable[tuple[str, int]], timeout: float) -> list[tuple
             oldest = min(started.values())
             wait = max(0.0, oldest + timeout - time.monotonic())
             for key, _ in selector.select(timeout=wait):
-                sock = key.fileobj
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                ready = cast(socket.socket, key.fileobj)   # only sockets are registered
+                if ready.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                     found.append(key.data)
-                _drop(selector, started, sock)
+                _drop(selector, started, ready)
             now = time.monotonic()
             for sock, began in list(started.items()):
                 if now - began >= timeout:

@@ -20,7 +20,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 from .. import config
 from ..calls import client, deadlines
@@ -29,13 +29,14 @@ from . import lan
 from ..errors import DiscoveryDisabled, NetError
 
 log = logging.getLogger("net")
+_T = TypeVar("_T")
 
 ENTRY_KEYS = ("group", "host", "port", "hub", "executable", "user", "pid")
 HOST_SCOPE = "host"
 NETWORK_SCOPE = "network"
 
 
-class Peers(dict):
+class Peers(dict[str, Any]):
     """The spec's result: ``{'peers': {id: entry}, '<group>': [ids]}``, plus list-like access.
 
     ``result[0]`` (any int or slice) indexes the peer ids in a stable order
@@ -256,7 +257,7 @@ class _Prober:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                           thread_name_prefix="net-discovery-probe")
         self.seen: set[tuple[str, int]] = set()
-        self.futures: list[concurrent.futures.Future] = []
+        self.futures: list[concurrent.futures.Future[tuple[bytes, dict[str, Any]] | None]] = []
         self.lock = threading.Lock()
 
     def submit(self, host: str, port: int) -> None:
@@ -279,7 +280,8 @@ class _Prober:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _drain(futures: list[concurrent.futures.Future], lock: threading.Lock) -> Iterator[concurrent.futures.Future]:
+def _drain(futures: list[concurrent.futures.Future[_T]],
+           lock: threading.Lock) -> Iterator[concurrent.futures.Future[_T]]:
     index = 0
     while True:
         with lock:

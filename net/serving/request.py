@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextvars
-from typing import Any
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ..peer import Peer
 
 current_request: contextvars.ContextVar["RequestState | None"] = contextvars.ContextVar(
     "net_current_request", default=None)
@@ -13,12 +16,12 @@ class RequestState:
 
     __slots__ = ("request_id", "caller", "peer", "cancelled", "on_cancel")
 
-    def __init__(self, request_id: int, caller: str, peer: Any = None):
+    def __init__(self, request_id: int, caller: str, peer: Peer | None = None):
         self.request_id = request_id
         self.caller = caller
         self.peer = peer                # the peer serving this request (what net.Peer() returns)
         self.cancelled = False
-        self.on_cancel: Any = None      # callable run once on cancel (e.g. cancel an asyncio task)
+        self.on_cancel: Callable[[], object] | None = None  # run once on cancel (e.g. cancel an asyncio task)
 
     def cancel(self) -> None:
         if self.cancelled:
@@ -29,7 +32,7 @@ class RequestState:
             hook()
 
 
-def serving_peer() -> Any:
+def serving_peer() -> Peer | None:
     """The peer serving the current call, or None outside a handler."""
     state = current_request.get()
     return state.peer if state is not None else None

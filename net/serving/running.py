@@ -7,25 +7,28 @@ the public surface (which imports them).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .request import serving_peer
 
+if TYPE_CHECKING:
+    from ..peer import Peer
+
 lock = threading.RLock()        # held while the process's peer is created or forgotten
-_instance: Any = None
+_instance: Peer | None = None
 
 
-def process_peer() -> Any:
+def process_peer() -> Peer | None:
     """The process's peer if it has been started (a ``net.peer._Peer``), else None."""
     return _instance
 
 
-def set_process_peer(peer: Any) -> None:
+def set_process_peer(peer: Peer) -> None:
     global _instance
     _instance = peer
 
 
-def forget_process_peer(peer: Any) -> None:
+def forget_process_peer(peer: Peer) -> None:
     """Forget ``peer`` if it is the process's peer (it was closed)."""
     global _instance
     with lock:
@@ -33,6 +36,6 @@ def forget_process_peer(peer: Any) -> None:
             _instance = None
 
 
-def running() -> Any:
+def running() -> Peer | None:
     """The peer serving the current call, else the process's peer if started; None otherwise."""
     return serving_peer() or _instance

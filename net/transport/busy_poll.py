@@ -80,7 +80,8 @@ def budget_seconds() -> float:
     one usable CPU, or no way to see whether a CPU is spare."""
     if not DONTWAIT or usable_cpus() < 2 or not load().visible:
         return 0.0
-    return config.get("BUSY_POLL") / 1_000_000
+    micros: int = config.get("BUSY_POLL")
+    return micros / 1_000_000
 
 
 class SharedServer:

@@ -63,7 +63,7 @@ class FramedSocket:
         self._send_lock = threading.Lock()
         self._left: deque[bytes] = deque()     # small frames left for the thread holding _send_lock
         self._view = memoryview(bytearray(RECV_CHUNK))
-        self._tls = isinstance(sock, TLSChannel)
+        self._tls: TLSChannel | None = sock if isinstance(sock, TLSChannel) else None   # self.sock, if TLS
         self._corked: list[bytes] = []     # replies held back by send_soon, sent by flush
         self.closed = False
         self._busy_poll = busy_poll.budget_seconds()
@@ -225,15 +225,16 @@ class FramedSocket:
             return None
         if self._tls:
             # Readable bytes may be only part of a TLS record: never wait past ``timeout`` for the rest.
-            return self.sock.recv_into_within(self._view, timeout)
+            return self._tls.recv_into_within(self._view, timeout)
         return self.sock.recv_into(self._view)
 
     def _read_now(self) -> int | None:
         """One read that never sleeps: bytes read (0: closed), None if nothing (whole) is there."""
         if self._tls:
-            return self.sock.recv_into_now(self._view)
+            return self._tls.recv_into_now(self._view)
         try:
-            return self.sock.recv_into(self._view, 0, busy_poll.DONTWAIT)
+            # self._tls is None, so self.sock is a plain socket (mypy cannot follow that link).
+            return self.sock.recv_into(self._view, 0, busy_poll.DONTWAIT)  # type: ignore[call-arg]
         except BlockingIOError:
             return None
 

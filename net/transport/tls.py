@@ -173,6 +173,7 @@ def _wait(sock: socket.socket, write: bool, deadline: float | None) -> None:
     fd = sock.fileno()
     if fd < 0:
         raise OSError(errno.EBADF, "connection closed")
+    ready: list[tuple[int, int]] | bool
     if hasattr(select, "poll"):
         poller = select.poll()
         poller.register(fd, (select.POLLOUT if write else select.POLLIN) | select.POLLERR | select.POLLHUP)

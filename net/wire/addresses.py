@@ -29,8 +29,8 @@ def resolve(target: Any) -> tuple[str, int]:
         return str(target[0]), int(target[1])
     if isinstance(target, Mapping) and "host" in target and "port" in target:
         return str(target["host"]), int(target["port"])
-    host, port = getattr(target, "host", None), getattr(target, "port", None)
-    if host is not None and port is not None:
-        return str(host), int(port)
+    host_attr, port_attr = getattr(target, "host", None), getattr(target, "port", None)
+    if host_attr is not None and port_attr is not None:
+        return str(host_attr), int(port_attr)
     raise ValueError(f"cannot call peer {target!r}: pass a peer id, 'host:port', (host, port) "
                      f"or an entry of net.peers()")
