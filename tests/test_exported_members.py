@@ -51,3 +51,12 @@ def test_peer_is_the_type_of_every_peer_and_the_running_one():
 def test_package_ships_its_type_marker():
     from pathlib import Path
     assert (Path(net.__file__).parent / "py.typed").is_file()
+
+
+def test_the_readme_says_when_each_setting_applies():
+    from support import ROOT
+    readme = (ROOT / "README.md").read_text()
+    for setting in config.SETTINGS:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{setting.env}` |")), None)
+        assert row is not None, f"README's configuration table has no row for {setting.env}"
+        assert row.rstrip().endswith(f"| {setting.applies} |"), setting.env
