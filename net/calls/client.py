@@ -51,11 +51,14 @@ def finish(frame: wire.Frame, where: str, key: bytes, target: Any) -> Any:
             return handler(identity.name_of(key), target)
         return value
     if frame.kind is Kind.ERROR:
-        error = frame.payload if isinstance(frame.payload, dict) else {}
-        if error.get("type") == payloads.MESSAGE_TOO_LARGE:      # refused by the receiver's limit
-            raise MessageTooLarge(str(error.get("message", "message too large")))
-        raise RemoteError(str(error.get("type", "Error")), str(error.get("message", "")),
-                          str(error.get("traceback", "")), peer=where, connection=identity.name_of(key))
+        try:
+            failure = payloads.parse_error(frame.payload)
+        except ProtocolError as exc:
+            raise ProtocolError(f"{where} answered a call to {identity.name_of(key)} with a {exc}") from None
+        if failure.type == payloads.MESSAGE_TOO_LARGE:      # refused by the receiver's limit
+            raise MessageTooLarge(failure.message)
+        raise RemoteError(failure.type, failure.message, failure.traceback, peer=where,
+                          connection=identity.name_of(key))
     raise ProtocolError(f"{where} answered a call with a {frame.kind.name} frame")
 
 
@@ -76,7 +79,7 @@ def call(host: str, port: int, key: bytes, args: list[Any] | tuple[Any, ...], kw
         if timeout is None:
             timeout = _settings["TIMEOUT"]
     deadline = None if timeout is None else time.monotonic() + timeout
-    payload = [key, args, kwargs, NO_OPTIONS]
+    payload = [key, args, kwargs, NO_OPTIONS]      # payloads.call, inline (tests/test_payloads.py checks it)
     for attempt in (1, 2):
         connection = POOL.get(host, port)
         reused = connection.calls_started > 0

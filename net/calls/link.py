@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..transport import endpoints as transport
-from ..wire import frames as wire
+from ..wire import frames as wire, payloads
 from .deadlines import dial_timeout as dial_timeout_override
 from ..errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from .waiters import Led, Pending, Retired, Waiter
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("net")
 IDLE_CHECK_AFTER = 0.05     # seconds of quiet after which a pooled connection is checked before use
 CALL, RESULT, ERROR = Kind.CALL, Kind.RESULT, Kind.ERROR
-NO_OPTIONS: dict[str, Any] = {}     # a call's options when it has none (packed as is, never changed)
+NO_OPTIONS = payloads.NO_OPTIONS    # a call's options when it has none (packed as is, never changed)
 
 
 def dial_timeout() -> float:
@@ -76,6 +76,7 @@ class OutboundLink:
     def send_call(self, key: bytes, args: list[Any], kwargs: dict[str, Any], pending: Pending,
                   kind: Kind = Kind.CALL, options: dict[str, Any] | None = None) -> int:
         """Register ``pending`` and send the call; raises before anything is registered if it can't go."""
+        # payloads.call, inline (every future and stream sends here; tests/test_payloads.py checks the bytes)
         return self.send(kind, [key, args, kwargs, options or NO_OPTIONS], pending)
 
     def send_packed_call(self, body: bytes, pending: Pending) -> int:
@@ -111,7 +112,8 @@ class OutboundLink:
         """A fresh request id and its frame; raises (nothing registered) if the call cannot go."""
         if self.dead is not None:
             raise self.dead
-        # wire.encode_frame / packed_frame, inline: every call frames here (the path is measured).
+        # frames.encode_frame / packed_frame, inline: every call frames here (the path is measured;
+        # tests/test_payloads.py checks the bytes against them).
         request_id = next(self._ids) & MAX_REQUEST_ID or self.next_id()
         body = payload if packed else wire.pack(payload)
         if len(body) > self.max_message:
@@ -140,6 +142,7 @@ class OutboundLink:
         For :class:`LoopOutbox`, which sends the calls made during one turn of an
         event loop together (:meth:`send_batch`).
         """
+        # payloads.call, inline (every acall sends here; tests/test_payloads.py checks the bytes)
         request_id, header, body = self._frame(Kind.CALL, [key, args, kwargs, options or NO_OPTIONS])
         self._register(request_id, pending)
         self.calls_started += 1
@@ -315,16 +318,15 @@ class OutboundLink:
         elif kind is Kind.PONG:
             return
         elif kind is Kind.GOODBYE:
-            payload = frame.payload if isinstance(frame.payload, dict) else {}
-            reason, last = payload.get("reason"), payload.get("last_request")
-            if isinstance(last, int) and not isinstance(last, bool):
+            reason, last = payloads.parse_goodbye(frame.payload)     # malformed: ProtocolError, we die
+            if last is not None:
                 # Calls after the last one the peer read never ran: safe to resend.
                 for request_id in [r for r in list(self.pending) if r > last]:
                     unread = self.pending.pop(request_id, None)
                     if unread is not None:
                         unread.fail(Retired(f"{self.where} closed the connection ({reason}) before "
                                             f"reading this call", peer=self.where))
-            elif reason == "idle":      # an older peer: it retires only with nothing in flight
+            elif reason == payloads.IDLE:   # an older peer: it retires only with nothing in flight
                 raise Retired(f"{self.where} closed the connection ({reason})", peer=self.where)
             # What is still pending was read by the peer and may have run: never resent.
             raise PeerUnreachable(f"{self.where} closed the connection ({reason})", peer=self.where)

@@ -19,8 +19,8 @@ from typing import Any
 
 from . import client
 from .. import config
-from ..wire import frames as wire, ids
-from ..errors import NetError, PeerUnreachable, Timeout
+from ..wire import frames as wire, ids, payloads
+from ..errors import NetError, PeerUnreachable, ProtocolError, Timeout
 from ..wire.frames import Kind
 
 log = logging.getLogger("net")
@@ -157,7 +157,7 @@ class _StreamBase:
         args, kwargs = self._call
         try:
             self._request_id = connection.send_call(self._key, args, kwargs, receiver,
-                                                    options={"stream": self._window})
+                                                    options=payloads.stream_options(self._window))
         except PeerUnreachable:
             if reused and attempt == 1:     # the call never left: dial again
                 return False
@@ -181,7 +181,7 @@ class _StreamBase:
         connection = self._connection
         if connection is not None and connection.dead is None and not self._done:
             try:
-                connection.framed.send(Kind.CREDIT, self._request_id, consumed)
+                connection.framed.send(Kind.CREDIT, self._request_id, payloads.credit(consumed))
             except NetError:
                 pass        # the reader notices the dead connection and fails the receiver
 
@@ -200,8 +200,11 @@ class _StreamBase:
             raise entry
         if entry.kind is Kind.STREAM_ITEM:
             self._received_any = True
-            items = entry.payload
-            self._items = items if isinstance(items, list) else [items]
+            try:
+                self._items = payloads.parse_stream_items(entry.payload)
+            except ProtocolError as exc:
+                self._close()           # unreadable: stop the producer, end the stream here
+                raise ProtocolError(f"{where} sent stream {self.name} a {exc}") from None
             self._index = 0
             return True
         self._done = True

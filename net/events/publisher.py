@@ -25,8 +25,8 @@ from typing import Any, Mapping
 
 from ..calls import client
 from .. import config
-from ..wire import ids as identity, frames as wire
-from ..errors import MessageTooLarge, NetError, PeerUnreachable
+from ..wire import ids as identity, frames as wire, payloads
+from ..errors import MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
 from ..wire.frames import Kind
 from ..threads.workers import WorkerPool, ensure_thread
@@ -45,10 +45,12 @@ MAX_SUBSCRIBERS = 4096              # leases one publisher holds at once (bounds
 SUBSCRIPTIONS: dict[bytes, dict[bytes, Any]] = {}
 STALE: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)   # subscribers pruned lately
 
-# A delivery is the CALL [SUBSCRIPTION_KEY, ["deliver", meta, [event, ...]], {}, {}]; the events are
-# packed once when triggered and spliced in between these constant pieces.
-_DELIVER_HEAD = wire.array_header(4) + wire.pack(SUBSCRIPTION_KEY) + wire.array_header(3) + wire.pack("deliver")
-_DELIVER_TAIL = wire.pack({}) + wire.pack({})
+# A delivery is the CALL payloads.deliver_call(meta, [event, ...]), that is [SUBSCRIPTION_KEY,
+# ["deliver", meta, [event, ...]], {}, {}], pre-packed: the events are packed once when triggered
+# and spliced in between these constant pieces (tests/test_payloads.py checks the bytes).
+_DELIVER_HEAD = (wire.array_header(4) + wire.pack(SUBSCRIPTION_KEY) + wire.array_header(3)
+                 + wire.pack(payloads.DELIVER))
+_DELIVER_TAIL = wire.pack({}) + wire.pack(payloads.NO_OPTIONS)
 
 
 class Subscriber:
@@ -133,22 +135,13 @@ class Publisher:
     # -- the subscriber table ----------------------------------------------------------------
     def subscribe(self, request: Any) -> dict[str, Any]:
         """A subscriber (re)states the events it wants from us; an empty list unsubscribes it."""
-        if not isinstance(request, Mapping):
-            raise TypeError("subscribe expects a mapping")
         try:
-            peer_id = request["id"]
-            host, port, route = str(request["host"]), int(request["port"]), str(request["route"])
-            instance = str(request["instance"])
-            events = request["events"]
-            period = float(request.get("lease") or config.get("LEASE"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed subscribe request: {exc!r}") from None
-        if isinstance(peer_id, str):
-            peer_id = peer_id.encode("ascii", "replace")
-        if (not isinstance(events, list) or not all(isinstance(e, str) for e in events)
-                or not 0 < port < 65536 or not period > 0 or not isinstance(peer_id, bytes)):
-            raise ValueError("malformed subscribe request: needs id, host, port, route, instance, "
-                             "events (list of names) and lease > 0")
+            wanted = payloads.parse_subscribe_request(request)
+        except ProtocolError as exc:    # the caller's mistake: answered as a TypeError / ValueError, as ever
+            raise (ValueError if isinstance(request, Mapping) else TypeError)(str(exc)) from None
+        peer_id, host, port, instance, route, events = (wanted.peer_id, wanted.host, wanted.port,
+                                                        wanted.instance, wanted.route, wanted.events)
+        period = wanted.lease or config.get("LEASE")
         key = (host, port, route)
         now = time.monotonic()
         with self.lock:
@@ -161,7 +154,7 @@ class Publisher:
                 if record is not None:
                     self._remove_locked(record)
                     self._rebuild_locked()
-                return {"instance": INSTANCE, "lease": None, "expires_in": 0}
+                return payloads.subscribe_reply(INSTANCE, None, 0)
             if record is None:
                 if len(self.records) >= MAX_SUBSCRIBERS:
                     raise ValueError(f"this publisher already serves {MAX_SUBSCRIBERS} subscribers")
@@ -173,16 +166,15 @@ class Publisher:
             record.period = period
             record.expires = now + LEASES_UNTIL_EXPIRY * period
             self._rebuild_locked()
-            answer = {"instance": INSTANCE, "lease": record.lease,
-                      "expires_in": LEASES_UNTIL_EXPIRY * period}
+            answer = payloads.subscribe_reply(INSTANCE, record.lease, LEASES_UNTIL_EXPIRY * period)
         self._ensure_janitor()
         return answer
 
     def table(self) -> dict[str, list[dict[str, Any]]]:
         """The subscriber table in plain values: event name -> subscribers (for ``list`` requests)."""
         with self.lock:
-            return {name: [{"id": r.id, "host": r.host, "port": r.port, "queued": len(r.queue),
-                            "delivered": r.delivered, "failed": r.failed, "dropped": r.dropped}
+            return {name: [payloads.listed_subscriber(r.id, r.host, r.port, len(r.queue), r.delivered,
+                                                      r.failed, r.dropped)
                            for r in records]
                     for name, records in self.routes.items()}
 
@@ -223,7 +215,7 @@ class Publisher:
     def publish(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
         """Queue one event for every subscriber of ``name``; returns how many it was queued for."""
         try:
-            item = wire.pack([name, args, kwargs])
+            item = wire.pack([name, args, kwargs])      # payloads.event, inline (tests/test_payloads.py)
         except TypeError as exc:
             raise TypeError(f"event {name!r}: {exc}") from None
         limit = config.get("MAX_MESSAGE") - MESSAGE_OVERHEAD
@@ -273,8 +265,8 @@ class Publisher:
                 size += len(item)
         self._report_drops(record)
         me = running.running()
-        meta = {"publisher": me.id if me is not None else b"", "instance": INSTANCE,
-                "to": record.instance, "lease": record.lease, "route": record.route, "seq": first}
+        meta = payloads.deliver_meta(me.id if me is not None else b"", INSTANCE, record.instance,
+                                     record.lease, record.route, first)
         body = b"".join((_DELIVER_HEAD, wire.pack(meta), wire.array_header(len(items)), *items,
                          _DELIVER_TAIL))
         ack = _Ack(self, record, items, first)
@@ -295,32 +287,43 @@ class Publisher:
         if record.gone:
             return
         payload = frame.payload
-        if frame.kind is Kind.RESULT and isinstance(payload, Mapping):
-            if payload.get("unknown"):
-                self._stale(record, "it no longer holds this lease (the subscriber restarted)")
-                return
-            failed = payload.get("failed") or 0
-            record.delivered += count
-            if isinstance(failed, int) and failed > 0:
-                record.failed += failed
-                now = time.monotonic()
-                if now - record.failure_logged_at >= FAILURE_LOG_INTERVAL:     # no log flood
-                    log.warning("net: subscriber %s: %d event handler call(s) raised since the last "
-                                "report (%d in all), e.g. %s", record.name,
-                                record.failed - record.failed_logged, record.failed, payload.get("error"))
-                    record.failed_logged = record.failed
-                    record.failure_logged_at = now
-        elif frame.kind is Kind.RESULT and isinstance(payload, wire.Flag):
+        if frame.kind is Kind.RESULT and isinstance(payload, wire.Flag):
             self._stale(record, f"it does not take event deliveries (answered {payload.name})")
             return
+        if frame.kind is Kind.RESULT:
+            try:
+                receipt = payloads.parse_delivery_receipt(payload)
+            except ProtocolError as exc:
+                log.warning("net: subscriber %s answered a delivery with a %s", record.name, exc)
+            else:
+                if receipt.unknown:
+                    self._stale(record, "it no longer holds this lease (the subscriber restarted)")
+                    return
+                self._count(record, count, receipt)
         elif frame.kind is Kind.ERROR:
             record.failed += count
-            error = payload if isinstance(payload, Mapping) else {}
-            log.warning("net: subscriber %s failed to take %d event(s): %s: %s", record.name, count,
-                        error.get("type"), error.get("message"))
+            try:
+                failure = payloads.parse_error(payload)
+                reason = f"{failure.type}: {failure.message}"
+            except ProtocolError as exc:
+                reason = str(exc)
+            log.warning("net: subscriber %s failed to take %d event(s): %s", record.name, count, reason)
         else:
             log.warning("net: subscriber %s answered a delivery with %s", record.name, frame.kind.name)
         self._next(record)
+
+    def _count(self, record: Subscriber, count: int, receipt: payloads.Receipt) -> None:
+        """A batch of ``count`` events was taken; report the handler calls that raised."""
+        record.delivered += count
+        if receipt.failed > 0:
+            record.failed += receipt.failed
+            now = time.monotonic()
+            if now - record.failure_logged_at >= FAILURE_LOG_INTERVAL:     # no log flood
+                log.warning("net: subscriber %s: %d event handler call(s) raised since the last "
+                            "report (%d in all), e.g. %s", record.name,
+                            record.failed - record.failed_logged, record.failed, receipt.error)
+                record.failed_logged = record.failed
+                record.failure_logged_at = now
 
     def _failed(self, record: Subscriber, items: list[bytes], first: int, error: NetError) -> None:
         if record.gone:

@@ -21,13 +21,14 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from ..calls import client, deadlines
 from ..discovery import peers as discovery
 from ..serving import running
 from .. import config
-from ..errors import DiscoveryDisabled, NetError
+from ..errors import DiscoveryDisabled, NetError, ProtocolError
+from ..wire import payloads
 from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
 from .peer_lists import peer_addresses
 from ..threads.workers import ensure_thread
@@ -176,11 +177,12 @@ class Leases:
         me = running.running()
         if me is None or me.port is None:
             return                      # our peer was closed: nothing could receive deliveries
-        request = {"id": me.id, "host": me.host, "port": me.port, "instance": INSTANCE, "route": route,
-                   "events": sorted(names), "lease": config.get("LEASE")}
+        request = payloads.subscribe_request(me.id, me.host, me.port, INSTANCE, route, sorted(names),
+                                             config.get("LEASE"))
         try:
             with deadlines.timeout(SUBSCRIBE_TIMEOUT):
-                client.call(host, port, SUBSCRIPTION_KEY, ["subscribe", request], {}, target=(host, port))
+                client.call(host, port, SUBSCRIPTION_KEY, payloads.subscribe_args(request), {},
+                            target=(host, port))
         except NetError as exc:
             (log.warning if first else log.debug)(
                 "net: could not subscribe to %s on %s: %s (retried every NET_LEASE)",
@@ -218,15 +220,14 @@ class Leases:
 
     # -- receiving (a publisher's delivery batch, on a server worker thread) -----------------
     def deliver(self, meta: Any, events: Any) -> dict[str, Any]:
-        if not isinstance(meta, Mapping) or not isinstance(events, list):
-            raise ValueError("malformed delivery: expected (meta, [event, ...])")
-        if meta.get("to") != INSTANCE:
-            return {"unknown": True}        # queued for an earlier process on our address
-        lease, route, seq = meta.get("lease"), meta.get("route"), meta.get("seq")
-        if not isinstance(lease, str) or not isinstance(seq, int) or not isinstance(route, str):
-            raise ValueError("malformed delivery: lease, route and seq are required")
-        publisher = meta.get("publisher")
-        publisher = publisher.decode("ascii", "replace") if isinstance(publisher, bytes) else route
+        try:
+            delivery = payloads.parse_delivery(meta, events, INSTANCE)
+        except ProtocolError as exc:    # the publisher's mistake: answered as a ValueError, as ever
+            raise ValueError(str(exc)) from None
+        if delivery is None:
+            return payloads.delivery_unknown()      # queued for an earlier process on our address
+        lease, route, seq = delivery.lease, delivery.route, delivery.seq
+        publisher = delivery.publisher.decode("ascii", "replace") if delivery.publisher is not None else route
         with self.deliver_lock:
             last = self.last_seq.get(lease, 0)
         if last and seq > last + 1:
@@ -241,12 +242,12 @@ class Leases:
             last = number
             handled += 1
             try:
-                name, args, kwargs = item
-                handlers = by_event.get(name, ())
-            except (TypeError, ValueError):
+                name, args, kwargs = payloads.parse_event(item)
+            except ProtocolError:
                 failed += 1
                 first_error = first_error or "malformed event"
                 continue
+            handlers = by_event.get(name, ())
             for subscription in handlers:
                 if route not in subscription.targets:
                     continue
@@ -268,7 +269,7 @@ class Leases:
             self.last_seq.move_to_end(lease)
             while len(self.last_seq) > REMEMBERED_LEASES:
                 self.last_seq.popitem(last=False)
-        return {"handled": handled, "failed": failed, "error": first_error}
+        return payloads.delivery_receipt(handled, failed, first_error)
 
 
 LEASES = Leases()

@@ -136,7 +136,7 @@ class InboundLink:
             last_request = self.last_request
         log.debug("net: closing %s after %gs idle", self.where, idle_timeout)
         with contextlib.suppress(NetError):
-            self.framed.send(Kind.GOODBYE, 0, {"reason": "idle", "last_request": last_request})
+            self.framed.send(Kind.GOODBYE, 0, payloads.goodbye(payloads.IDLE, last_request))
         self.close()
         return True
 
@@ -167,8 +167,7 @@ class InboundLink:
             except ProtocolError as exc:
                 log.warning("net: dropping connection from %s: %s", self.where, exc)
                 with contextlib.suppress(NetError):
-                    framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}",
-                                                  "last_request": self.last_request})
+                    framed.send(Kind.GOODBYE, 0, payloads.goodbye(f"protocol error: {exc}", self.last_request))
                 return False
             except PeerUnreachable:
                 return False
@@ -207,7 +206,7 @@ class InboundLink:
                         f"{self.server.peer.host}:{self.server.port} accepts messages of at most "
                         f"{exc.limit:,} bytes (its NET_MAX_MESSAGE); this call was {exc.length:,} bytes"))
         with contextlib.suppress(NetError):
-            framed.send(Kind.GOODBYE, 0, {"reason": f"protocol error: {exc}", "last_request": self.last_request})
+            framed.send(Kind.GOODBYE, 0, payloads.goodbye(f"protocol error: {exc}", self.last_request))
 
     def _handle(self, frame: wire.Frame) -> bool:
         """Every frame but a call (see :meth:`_dispatch`); False when the connection must end."""
@@ -234,6 +233,8 @@ class InboundLink:
         """Run one CALL (``reply``) or NOTIFY: checked, then streamed, on the loop, in the pool,
         or (the usual case, kept in this one method) inline on this reader thread."""
         try:
+            # payloads.parse_call, inline (every call is parsed here; tests/test_payloads.py holds
+            # the two to the same verdicts). ``options`` that is not a map counts as none.
             key, args, kwargs, options = payload
             if type(args) is not list or type(kwargs) is not dict or type(key) is not bytes:
                 if type(key) is not str:
@@ -243,8 +244,8 @@ class InboundLink:
                     raise TypeError
         except (TypeError, ValueError):
             if reply:
-                self._send(Kind.ERROR, request_id, payloads.error(
-                    payloads.PROTOCOL_ERROR, "malformed call: expected [connection, args, kwargs, options]"))
+                self._send(Kind.ERROR, request_id,
+                           payloads.error(payloads.PROTOCOL_ERROR, payloads.MALFORMED_CALL))
             return
         handler = CONNECTIONS.get(key)
         if handler is None:
@@ -255,8 +256,8 @@ class InboundLink:
         state = RequestState(request_id, self.where, self.peer)
         if reply:
             self.active[request_id] = state
-        if options and reply and type(options) is dict and options.get("stream"):
-            streams.serve(self, state, handler, args, kwargs, options["stream"])
+        if options and reply and type(options) is dict and options.get("stream"):   # payloads.STREAM
+            streams.serve(self, state, handler, args, kwargs, options[payloads.STREAM])
             return
         is_async = _ASYNC.get(handler)
         if is_async is None:
@@ -383,7 +384,9 @@ class InboundLink:
         if framed is None or framed.closed:
             return
         try:
-            body = pack(value)      # framed.send, unrolled: every reply comes through here
+            # framed.send (frames.encode_frame), unrolled: every reply comes through here
+            # (tests/test_payloads.py checks the bytes against encode_frame).
+            body = pack(value)
             if len(body) > framed.max_message:
                 raise wire.too_large(len(body), framed.max_message)
             if soon and framed.decoder.ready_frames:
@@ -393,8 +396,7 @@ class InboundLink:
         except (MessageTooLarge, TypeError, ValueError) as exc:
             # The value cannot travel: tell the caller why instead of leaving it waiting.
             with contextlib.suppress(NetError):
-                framed.send(Kind.ERROR, request_id, payloads.error(
-                    payloads.short_type_name(exc), f"the result cannot be sent: {exc}"))
+                framed.send(Kind.ERROR, request_id, payloads.unsendable(exc))
         except NetError as exc:
             log.debug("net: reply to %s lost: %s", self.where, exc)
 

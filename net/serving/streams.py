@@ -22,7 +22,7 @@ from typing import Any, Callable
 from .. import config
 from . import request as context
 from ..wire import frames as wire, payloads
-from ..errors import MessageTooLarge, NetError
+from ..errors import MessageTooLarge, NetError, ProtocolError
 from ..wire.frames import Kind
 
 log = logging.getLogger("net")
@@ -50,11 +50,12 @@ def serve(connection: Any, state: context.RequestState, handler: Callable[..., A
 def credit(connection: Any, frame: wire.Frame) -> None:
     """A CREDIT frame arrived: let the stream's producer run further ahead."""
     runner = connection.streams.get(frame.request_id)
-    amount = frame.payload
     if runner is None:
         return          # the stream ended already; late credit is normal
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        log.warning("net: %s sent a malformed CREDIT (%r); ignored", connection.where, amount)
+    try:
+        amount = payloads.parse_credit(frame.payload)
+    except ProtocolError as exc:
+        log.warning("net: %s sent a %s; ignored", connection.where, exc)
         return
     runner.add_credit(amount)
 

@@ -54,7 +54,11 @@ MAX_REQUEST_ID = 0xFFFFFFFF
 
 
 class Kind(IntEnum):
-    """What a frame carries; the request id says which call it belongs to."""
+    """What a frame carries; the request id says which call it belongs to.
+
+    The payload of each kind is built and parsed in :mod:`net.wire.payloads`, whose
+    docstring is the schema table.
+    """
 
     HELLO = 1         # either side, id 0: {"id": peer id, ...}; first frame after the preamble
     CALL = 2          # caller -> callee: [connection, args, kwargs, options]
