@@ -139,7 +139,7 @@ def detect_lan_address() -> str:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         probe.connect(("192.0.2.255", 9))   # TEST-NET-1: routing lookup only, nothing is sent
-        address = probe.getsockname()[0]
+        address: str = probe.getsockname()[0]
         if address and not address.startswith("127.") and address != "0.0.0.0":
             return address
     except OSError:

@@ -107,7 +107,7 @@ def call(host: str, port: int, key: bytes, args: list[Any] | tuple[Any, ...], kw
 
 
 def submit(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, Any],
-           target: Any = None, timeout: float | None = None) -> concurrent.futures.Future:
+           target: Any = None, timeout: float | None = None) -> concurrent.futures.Future[Any]:
     """Start a call and return a Future; cancelling the Future cancels the remote call.
 
     A deadline is kept by the process's one deadline thread, never a thread per
@@ -116,7 +116,7 @@ def submit(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, 
     """
     if timeout is None:
         timeout = effective_timeout()
-    future: concurrent.futures.Future = concurrent.futures.Future()
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
     latest: list[Any] = [None, 0, None]         # connection, request id, waiter of the latest attempt
 
     def send(attempt: int) -> None:
@@ -145,7 +145,7 @@ def submit(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[str, 
 
     send(1)
 
-    def on_done(done: concurrent.futures.Future) -> None:
+    def on_done(done: concurrent.futures.Future[Any]) -> None:
         if done.cancelled():
             latest[0].abandon(latest[1])
 
@@ -178,7 +178,7 @@ async def acall(host: str, port: int, key: bytes, args: list[Any], kwargs: dict[
         if connection is None or not connection.usable():
             connection = await loop.run_in_executor(None, POOL.get, host, port)    # dialing blocks
         reused = connection.calls_started > 0
-        future: asyncio.Future = loop.create_future()
+        future: asyncio.Future[wire.Frame] = loop.create_future()
         try:
             request_id, data = connection.register_call(key, args, kwargs, AsyncWaiter(loop, future))
         except PeerUnreachable:

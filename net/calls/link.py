@@ -193,7 +193,7 @@ class OutboundLink:
                 self._read_lock.release()
         return self.dead is None
 
-    def call(self, payload: Any, deadline: float | None) -> tuple[Pending, int, bool]:
+    def call(self, payload: Any, deadline: float | None) -> tuple[Waiter | Led, int, bool]:
         """Send a CALL and block for its outcome: (settled waiter, request id, arrived before deadline).
 
         Every blocking call runs this, so the common case is kept short: a caller
@@ -218,14 +218,14 @@ class OutboundLink:
                 self._die(exc)
                 raise
             self.calls_started += 1
-            waiter = Led()
+            led = Led()
             if not self.unanswered:             # _register, inline (the measured path)
                 self._start_silence_clock()
-            self.pending[request_id] = waiter
+            self.pending[request_id] = led
             try:
-                while waiter.frame is None and waiter.error is None:
+                while led.frame is None and led.error is None:
                     if self.dead is not None:       # died before we registered: nobody failed us
-                        waiter.fail(self.dead)
+                        led.fail(self.dead)
                     else:
                         self._pump(None, len(self.pending) < 2)     # polls only for a lone call
             except BaseException:
@@ -235,7 +235,7 @@ class OutboundLink:
             self._read_lock.release()
             if self.pending:
                 self._rouse()        # others wait: the background reader takes over
-        return waiter, request_id, True
+        return led, request_id, True
 
     # -- reading -------------------------------------------------------------------------------
     def wait(self, waiter: Waiter, deadline: float | None) -> bool:
@@ -259,10 +259,10 @@ class OutboundLink:
                     if self.pending:
                         self._rouse()
                 return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return False
-            if waiter.wait(remaining):
+            if waiter.wait(left):
                 return True
         return True
 

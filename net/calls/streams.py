@@ -15,7 +15,7 @@ import collections
 import logging
 import queue
 import threading
-from typing import Any
+from typing import Any, Generator
 
 from . import client
 from .. import config
@@ -39,7 +39,7 @@ class StreamReceiver(client.Pending):
         self.frames: collections.deque[wire.Frame | NetError] = collections.deque()
         self._cv = threading.Condition(threading.Lock())
         self._sleeping = False
-        self._future: asyncio.Future | None = None
+        self._future: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def deliver(self, frame: wire.Frame) -> None:
@@ -54,11 +54,11 @@ class StreamReceiver(client.Pending):
         if self._sleeping:
             with self._cv:
                 self._cv.notify()
-        future = self._future
-        if future is not None:
+        future, loop = self._future, self._loop
+        if future is not None and loop is not None:
             self._future = None
             try:
-                self._loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:        # that loop is closed: nobody awaits this stream any more
                 pass
 
@@ -95,7 +95,7 @@ class StreamReceiver(client.Pending):
         return bool(self.frames)
 
 
-def _resolve(future: asyncio.Future) -> None:
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -172,7 +172,8 @@ class _StreamBase:
         self._index += 1
         self._consumed += 1
         if self._consumed >= self._window // 4 or (
-                self._index == len(self._items) and not self._receiver.frames):
+                self._index == len(self._items) and self._receiver is not None
+                and not self._receiver.frames):
             self._grant()       # a quarter of the window used, or caught up with all that came
         return item
 
@@ -309,7 +310,7 @@ class AsyncRemoteStream(_StreamBase):
             if self._started(connection, attempt):
                 return
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, AsyncRemoteStream]:
         yield from self._open().__await__()
         return self
 

@@ -262,7 +262,7 @@ class Leases:
                     if now - subscription.failure_logged_at >= FAILURE_LOG_INTERVAL:   # no log flood
                         subscription.failure_logged_at = now
                         log.warning("net: handler %s of event %r from %s raised (%d failure(s) so far)",
-                                    subscription.__qualname__, name, publisher, subscription.failures,
+                                    getattr(subscription.function, "__qualname__", subscription.function), name, publisher, subscription.failures,
                                     exc_info=True)
         with self.deliver_lock:
             self.last_seq[lease] = last

@@ -26,6 +26,7 @@ from ..transport import endpoints as transport
 from ..wire import frames as wire, ids as identity, payloads
 from ..errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from ..transport.framed import SMALL_BODY, FramedSocket
+from ..transport.tls import TLSChannel
 from ..wire.frames import Kind
 
 log = logging.getLogger("net")
@@ -76,7 +77,7 @@ class InboundLink:
 
     def __init__(self, server: Any, sock: socket.socket, where: str):
         self.server = server
-        self.sock = sock
+        self.sock: socket.socket | TLSChannel = sock
         self.where = where
         self.peer = server.peer             # these three: read on every call
         self.slots = server.handler_slots
@@ -94,8 +95,10 @@ class InboundLink:
 
     def serve(self) -> None:
         """First reader of the connection: greet, then read."""
+        accepted = self.sock
+        assert isinstance(accepted, socket.socket)      # not greeted yet: the plain accepted socket
         try:
-            self.sock = transport.accept(self.sock, self.server.handshake_timeout, self.where)
+            self.sock = transport.accept(accepted, self.server.handshake_timeout, self.where)
         except AuthError as exc:
             _refusals.report(exc)
             self.close()

@@ -296,8 +296,8 @@ class AsyncStreamRunner(_Runner):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.loop = self.connection.server.loop()
-        self.task: asyncio.Task | None = None
-        self.wakeup: asyncio.Future | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.wakeup: asyncio.Future[None] | None = None
         self.flush_scheduled = False
 
     def start(self) -> None:

@@ -93,8 +93,9 @@ class Flag(str):
     """A flag id returned by a handler; travels as a msgpack extension, not as text."""
 
     __slots__ = ("name",)
+    name: str
 
-    def __new__(cls, name: str, encoded: str):
+    def __new__(cls, name: str, encoded: str) -> Flag:
         flag = super().__new__(cls, encoded)
         flag.name = name
         return flag
@@ -132,13 +133,14 @@ def pack(value: Any) -> bytes:
     except AttributeError:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)
     try:
-        return packer.pack(value)
+        packed: bytes = packer.pack(value)
+        return packed
     except BaseException:
         _packers.packer = msgpack.Packer(use_bin_type=True, default=_default)   # reset its buffer
         raise
 
 
-def unpack(data: bytes | memoryview) -> Any:
+def unpack(data: bytes | bytearray | memoryview) -> Any:
     """Decode one payload; any malformation becomes :class:`ProtocolError`."""
     try:
         return _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
@@ -200,7 +202,7 @@ def check_preamble(data: bytes) -> int:
         raise ProtocolError(f"not a net peer (preamble starts with {magic!r})")
     if version != VERSION:
         raise VersionMismatch(f"other side speaks net protocol version {version}, this side {VERSION}")
-    return modes
+    return int(modes)
 
 
 def encode_frame(kind: Kind, request_id: int, payload: Any = None, *,
