@@ -20,11 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-import baseline  # noqa: E402
-import minimal_rpc  # noqa: E402
+import baseline
+import minimal_rpc
 
 baseline.use_loopback(29100)
-from net.calls import client  # noqa: E402
+from net.calls import client
 
 SMALL = b"x" * 32
 BIG = os.urandom(16 * 1024 * 1024)
@@ -74,8 +74,9 @@ def main() -> None:
     quiet_proc, quiet_port = baseline.start_server(os.path.join(HERE, "echo_peer.py"),
                                                    env=dict(env, NET_BUSY_POLL="0"))
     try:
-        import net
         from echo_peer import echo
+
+        import net
         address = ("127.0.0.1", int(net_port))
         quiet_address = ("127.0.0.1", int(quiet_port))
         net.BUSY_POLL, polling = 0, net.BUSY_POLL   # read when a connection opens: this one never polls
@@ -100,7 +101,7 @@ def main() -> None:
             {name: (lambda name=name, call=call: _record(runs[name], baseline.sequential(call, count)))
              for name, call in sequential.items()}, rounds)
         thr = baseline.interleaved({
-            "raw": lambda: baseline.threaded(lambda: (lambda c=baseline.RawClient(int(raw_port)): c.call(SMALL)),
+            "raw": lambda: baseline.threaded(lambda: (lambda c=baseline.RawClient(int(raw_port)): c.call(SMALL)),  # noqa: B008 (a client per thread)
                                              threads, per_thread),
             "net": lambda: baseline.threaded(lambda: (lambda: echo(SMALL, peer=address)), threads, per_thread),
             "no_polling": lambda: baseline.threaded(lambda: (lambda: echo(SMALL, peer=quiet_address)),

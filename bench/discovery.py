@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "peers")]
 os.environ.update(NET_HOST="127.0.0.1", NET_BIND="127.0.0.1", NET_DISCOVERY="off")   # loopback only here
 
-from support import PeerProcess, peer_env, port_block  # noqa: E402
+from support import PeerProcess, peer_env, port_block
 
 PORT_START = port_block(blocks=2)   # a 40-port range of this process's own (two 20-port blocks)
 RUNS = 20

@@ -5,7 +5,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import net  # noqa: E402
+import net
 
 
 @net.connect("bench.echo")

@@ -26,10 +26,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-import baseline  # noqa: E402
+import baseline
 
 baseline.use_loopback(29300, 20)
-import net  # noqa: E402
+import net
 
 SUBSCRIBERS = 10
 PACED_EVENTS_PER_S = 1500       # x 10 subscribers: 15,000 deliveries/s, a batch every trigger or two

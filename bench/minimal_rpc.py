@@ -21,8 +21,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from baseline import recv_exactly, serve  # noqa: E402
-from net.wire import frames as wire  # noqa: E402
+from baseline import recv_exactly, serve
+
+from net.wire import frames as wire
 
 HEADER = wire.HEADER
 

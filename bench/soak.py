@@ -173,6 +173,7 @@ def security_env(mode: str, workdir: str) -> dict[str, str]:
         return {"NET_SECRET": KEY}
     if mode == "tls":
         from pathlib import Path
+
         from net.cli import certs
         directory = Path(workdir)
         certs.create_ca(directory)

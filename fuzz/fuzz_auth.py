@@ -14,8 +14,8 @@ import atheris
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 with atheris.instrument_imports():
-    from net.wire import handshake as auth, frames as wire
     from net.errors import AuthError, ProtocolError
+    from net.wire import frames as wire, handshake as auth
 
 KEY = b"the fuzzer never learns this key"
 

@@ -13,8 +13,8 @@ import atheris
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 with atheris.instrument_imports():
-    from net.wire import frames as wire
     from net.errors import ProtocolError
+    from net.wire import frames as wire
 
 LIMIT = 4096
 

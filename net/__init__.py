@@ -28,15 +28,32 @@ except _ConfigError as _error:
         raise                       # an application importing net gets the exception
     print(f"net: {_error}", file=_sys.stderr)      # a command-line user gets one line, no traceback
     raise SystemExit(2) from None
-from .errors import (AuthError, Cancelled, ConfigError, DiscoveryDisabled, FrameTooLarge, InvalidConnection,
-                     MessageTooLarge, NetError, PeerUnreachable, PortsExhausted, ProtocolError, RemoteError,
-                     Timeout, UnknownPeer, UserCodeError, VersionMismatch)
+from . import (
+    defaults as _defaults,  # noqa: F401  (registers the built-in flags)
+    peer,
+)
 from .api import Connection, Event, cancelled, connect, event, flag, subscribe, timeout
-from .peer import Peer
-from .discovery.peers import Peers, peers
-from . import peer
 from .defaults.handlers import connections, info, null, pass_through, subscription_handler
-from . import defaults as _defaults  # noqa: F401  (registers the built-in flags)
+from .discovery.peers import Peers, peers
+from .errors import (
+    AuthError,
+    Cancelled,
+    ConfigError,
+    DiscoveryDisabled,
+    FrameTooLarge,
+    InvalidConnection,
+    MessageTooLarge,
+    NetError,
+    PeerUnreachable,
+    PortsExhausted,
+    ProtocolError,
+    RemoteError,
+    Timeout,
+    UnknownPeer,
+    UserCodeError,
+    VersionMismatch,
+)
+from .peer import Peer
 
 __version__ = "0.1.0"
 
@@ -134,5 +151,5 @@ __all__ = [
 # Exported classes and functions say where users find them: net.RemoteError, not net.errors.RemoteError.
 for _name in __all__:
     _exported = globals().get(_name)
-    if isinstance(_exported, type) or callable(_exported) and hasattr(_exported, "__code__"):
+    if isinstance(_exported, type) or (callable(_exported) and hasattr(_exported, "__code__")):
         _exported.__module__ = __name__

@@ -12,7 +12,8 @@ import concurrent.futures
 import functools
 import logging
 import sys
-from typing import Any, Awaitable, Callable, Generic, Mapping, TypeVar, cast, overload
+from collections.abc import Awaitable, Mapping
+from typing import Any, Callable, Generic, TypeVar, cast, overload
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -20,10 +21,10 @@ else:                               # Python 3.9
     from typing_extensions import ParamSpec
 
 from .calls import client, deadlines, flags, streams
-from .serving import registry, request as context
 from .events import publisher, subscriber
 from .events.peer_lists import looks_like_peers, peer_addresses, single_peer
 from .peer import Peer
+from .serving import registry, request as context
 from .wire import addresses, ids
 
 log = logging.getLogger("net")

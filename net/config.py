@@ -13,8 +13,9 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import ifaddr
 

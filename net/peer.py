@@ -15,11 +15,11 @@ from typing import Any
 
 from . import config
 from .calls import flags
+from .discovery import peers as discovery
 from .events import publisher
 from .serving import registry, request as context, running as _running
-from .wire import ids as identity, frames as wire
-from .discovery import peers as discovery
 from .serving.server import Server
+from .wire import frames as wire, ids as identity
 
 
 def _user() -> str:

@@ -5,8 +5,9 @@
 """
 import sys
 
+from worker import render  # the same function, so the same connection key (worker.render)
+
 import net
-from worker import render          # the same function, so the same connection key (worker.render)
 
 # on_host=True looks only at this machine's ports; drop it to search the whole LAN.
 found = net.peers(on_host=True, refresh=True)

@@ -17,15 +17,15 @@ import time
 from typing import Any
 
 from .. import config
-from ..wire import frames as wire, ids as identity, payloads
-from .flags import FLAGS
-from .deadlines import DEADLINES, call_timeout
 from ..errors import MessageTooLarge, PeerUnreachable, ProtocolError, RemoteError, Timeout
+from ..wire import frames as wire, ids as identity, payloads
+from ..wire.frames import Kind
+from .deadlines import DEADLINES, call_timeout
+from .flags import FLAGS
 from .link import IDLE_CHECK_AFTER, NO_OPTIONS, OutboundLink, dial_timeout
 from .outbox import LoopOutbox, outbox
 from .pool import Pool
 from .waiters import AsyncWaiter, FutureWaiter, Pending, Retired, Waiter
-from ..wire.frames import Kind
 
 __all__ = ["call", "submit", "acall", "finish", "effective_timeout", "dial_timeout", "POOL", "Pool",
            "OutboundLink", "IDLE_CHECK_AFTER", "Pending", "Waiter", "FutureWaiter", "AsyncWaiter",

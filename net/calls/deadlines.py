@@ -18,7 +18,8 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Iterator
+from typing import Callable
 
 log = logging.getLogger("net")
 

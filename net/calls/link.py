@@ -16,12 +16,12 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .. import config
+from ..errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
 from ..transport import endpoints as transport
 from ..wire import frames as wire, payloads
-from .deadlines import dial_timeout as dial_timeout_override
-from ..errors import FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
-from .waiters import Led, Pending, Retired, Waiter
 from ..wire.frames import HEADER, MAX_REQUEST_ID, Kind
+from .deadlines import dial_timeout as dial_timeout_override
+from .waiters import Led, Pending, Retired, Waiter
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -47,7 +47,7 @@ class OutboundLink:
     only futures and asyncio callers wait, a background reader takes over.
     """
 
-    def __init__(self, pool: "Pool", host: str, port: int):
+    def __init__(self, pool: Pool, host: str, port: int):
         self.pool = pool
         self.host = host
         self.port = port

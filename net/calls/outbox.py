@@ -19,7 +19,7 @@ class LoopOutbox:
 
     __slots__ = ("connection", "loop", "frames", "scheduled")
 
-    def __init__(self, connection: "OutboundLink", loop: asyncio.AbstractEventLoop):
+    def __init__(self, connection: OutboundLink, loop: asyncio.AbstractEventLoop):
         self.connection = connection
         self.loop = loop
         self.frames: list[tuple[int, bytes]] = []
@@ -41,11 +41,11 @@ class LoopOutbox:
                                        [request_id for request_id, _ in live])
 
 
-_outboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[OutboundLink, LoopOutbox]]" = \
+_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[OutboundLink, LoopOutbox]] = \
     weakref.WeakKeyDictionary()
 
 
-def outbox(loop: asyncio.AbstractEventLoop, connection: "OutboundLink") -> LoopOutbox:
+def outbox(loop: asyncio.AbstractEventLoop, connection: OutboundLink) -> LoopOutbox:
     """The one outbox of ``connection`` on ``loop`` (made on first use)."""
     boxes = _outboxes.get(loop)
     if boxes is None:

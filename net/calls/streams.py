@@ -15,13 +15,14 @@ import collections
 import logging
 import queue
 import threading
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
-from . import client
 from .. import config
-from ..wire import frames as wire, ids, payloads
 from ..errors import NetError, PeerUnreachable, ProtocolError, Timeout
+from ..wire import frames as wire, ids, payloads
 from ..wire.frames import Kind
+from . import client
 
 log = logging.getLogger("net")
 
@@ -256,7 +257,7 @@ class RemoteStream(_StreamBase):
             if self._started(client.POOL.get(*self._address), attempt):
                 return
 
-    def __iter__(self) -> "RemoteStream":
+    def __iter__(self) -> RemoteStream:
         return self
 
     def __next__(self) -> Any:
@@ -281,7 +282,7 @@ class RemoteStream(_StreamBase):
         self._items, self._index = [], 0
         self._close()
 
-    def __enter__(self) -> "RemoteStream":
+    def __enter__(self) -> RemoteStream:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -314,7 +315,7 @@ class AsyncRemoteStream(_StreamBase):
         yield from self._open().__await__()
         return self
 
-    def __aiter__(self) -> "AsyncRemoteStream":
+    def __aiter__(self) -> AsyncRemoteStream:
         return self
 
     async def __anext__(self) -> Any:
@@ -353,7 +354,7 @@ class AsyncRemoteStream(_StreamBase):
         self._items, self._index = [], 0
         self._close()
 
-    async def __aenter__(self) -> "AsyncRemoteStream":
+    async def __aenter__(self) -> AsyncRemoteStream:
         await self._open()
         return self
 

@@ -13,9 +13,9 @@ import concurrent.futures
 import threading
 from typing import Any, Callable
 
+from ..errors import NetError, PeerUnreachable
 from ..threads import loop_calls as handoff
 from ..wire import frames as wire
-from ..errors import NetError, PeerUnreachable
 from ..wire.frames import Kind
 
 

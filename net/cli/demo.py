@@ -142,7 +142,7 @@ def run(console: Any = None) -> int:
         console.print(f"4. {len(results)} remote calls in {elapsed * 1000:.1f} ms")
 
         all_in.wait(10)
-        for frame, pid, port in sorted(received):
+        for frame, pid, _port in sorted(received):
             console.print(f"   event {EVENT}({frame}) arrived from pid {pid} ({pids.get(pid)})")
         console.print(f"5. {len(received)} of {len(frames)} events delivered to this process")
         subscription.unsubscribe()

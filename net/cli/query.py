@@ -10,7 +10,18 @@ import argparse
 import time
 from typing import Any
 
-from .args import EXIT_FAILED, EXIT_OK, add_json_option, add_peer_options, count, deadline, parse_keyword, parse_value, seconds, target
+from .args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_json_option,
+    add_peer_options,
+    count,
+    deadline,
+    parse_keyword,
+    parse_value,
+    seconds,
+    target,
+)
 from .output import console, print_json, print_peers, print_result, print_summary, say
 
 
@@ -55,6 +66,7 @@ def add_info(commands: Any) -> None:
 def fetch_summary(target: Any) -> dict[str, Any]:
     """The peer's summary; a peer without the ``summary`` built-in gets info + connections."""
     import net
+
     from ..defaults import introspection
     try:
         return introspection.summary(peer=target.address)
@@ -101,6 +113,7 @@ def add_call(commands: Any) -> None:
 def call_connection(target: Any, name: str, values: list[Any], keywords: dict[str, Any]) -> tuple[str, Any]:
     """Call ``name`` on ``target``; if the peer has no such name but one unique ``*.name``, call that."""
     import net
+
     from ..calls import client
     from ..wire import ids as identity
     try:
@@ -121,7 +134,7 @@ def run_call(args: argparse.Namespace) -> int:
     keywords = dict(parse_keyword(text) for text in args.kw)
     peer = target(args)
     with deadline(args):
-        name, result = call_connection(peer, args.connection, values, keywords)
+        _name, result = call_connection(peer, args.connection, values, keywords)
     if args.json:
         print_json(result)
     else:

@@ -75,8 +75,9 @@ def _apply_settings(args: argparse.Namespace) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     import net
-    from . import loader
+
     from ..serving import registry
+    from . import loader
     _apply_settings(args)
     for module in args.modules:
         loader.load(module)
@@ -119,11 +120,11 @@ def add_listen(commands: Any) -> None:
 def _reachable_settings(target: Any) -> None:
     """A listener for a loopback publisher advertises loopback too, unless the user chose NET_HOST."""
     import net
-    if target.host.startswith("127.") or target.host in ("::1", "localhost"):
-        if "NET_HOST" not in os.environ:
-            net.HOST = "127.0.0.1"
-            if "NET_BIND" not in os.environ:
-                net.BIND = "127.0.0.1"
+    loopback = target.host.startswith("127.") or target.host in ("::1", "localhost")
+    if loopback and "NET_HOST" not in os.environ:
+        net.HOST = "127.0.0.1"
+        if "NET_BIND" not in os.environ:
+            net.BIND = "127.0.0.1"
 
 
 def run_listen(args: argparse.Namespace) -> int:

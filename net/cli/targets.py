@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..wire import ids as identity
 from ..errors import UnknownPeer
+from ..wire import ids as identity
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from typing import Any
 
 from .. import api
 from ..api import flag
-from .handlers import connections
 from ..errors import InvalidConnection, NetError
+from .handlers import connections
 
 OFFERED_LOOKUP_TIMEOUT = 2.0     # seconds to ask the peer what it offers, for the error message
 

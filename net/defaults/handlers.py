@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import publisher, subscriber
-from ..serving import registry
 from ..api import builtin
+from ..events import publisher, subscriber
 from ..peer import Peer
+from ..serving import registry
 
 
 @builtin

@@ -7,12 +7,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..api import builtin
 from ..calls import flags as flag_table
 from ..events import publisher
+from ..peer import Peer
 from ..serving import registry
 from ..wire import ids
-from ..api import builtin
-from ..peer import Peer
 
 
 def _first_doc_line(function: Any) -> str:

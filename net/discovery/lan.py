@@ -31,7 +31,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, cast
+from collections.abc import Iterable
+from typing import Any, Callable, cast
 
 import ifaddr
 

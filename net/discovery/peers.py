@@ -20,13 +20,14 @@ import concurrent.futures
 import logging
 import threading
 import time
-from typing import Any, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from .. import config
 from ..calls import client, deadlines
+from ..errors import DiscoveryDisabled, NetError
 from ..wire import ids as identity
 from . import lan
-from ..errors import DiscoveryDisabled, NetError
 
 log = logging.getLogger("net")
 _T = TypeVar("_T")
@@ -214,7 +215,7 @@ def scan(on_host: bool = False) -> dict[bytes, dict[str, Any]]:
         prober.close()
 
 
-def _scan_network(prober: "_Prober", timeout: float) -> None:
+def _scan_network(prober: _Prober, timeout: float) -> None:
     """Multicast query and ARP sweep side by side; every hit goes straight to the prober.
 
     After the query window the ARP table is read again: hosts that answered
@@ -243,7 +244,7 @@ def _scan_network(prober: "_Prober", timeout: float) -> None:
     sweep(answered + lan.neighbours())
 
 
-def _on_answer(prober: "_Prober", source: str, answer: dict[str, Any]) -> None:
+def _on_answer(prober: _Prober, source: str, answer: dict[str, Any]) -> None:
     port = answer.get("port")
     if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
         prober.submit(source, port)
@@ -335,7 +336,7 @@ def _entry(answer: Any, host: str, port: int) -> dict[str, Any] | None:
 
 
 # -- the answering side ---------------------------------------------------------------------
-def start_responder(peer: Any) -> "lan.Responder | None":
+def start_responder(peer: Any) -> lan.Responder | None:
     """Start answering discovery queries for ``peer`` if NET_DISCOVERY allows and it is on a LAN.
 
     A peer advertising a loopback address is only reachable from this
@@ -360,7 +361,7 @@ def start_responder(peer: Any) -> "lan.Responder | None":
     return responder
 
 
-def stop_responder(peer: Any, responder: "lan.Responder | None") -> None:
+def stop_responder(peer: Any, responder: lan.Responder | None) -> None:
     if responder is None:
         return
     responder.close()

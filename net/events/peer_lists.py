@@ -8,7 +8,8 @@ is plain parsing with no I/O, so it lives here, testable on its own.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..wire.addresses import resolve
 

@@ -21,16 +21,17 @@ import logging
 import secrets
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ..calls import client
 from .. import config
-from ..wire import ids as identity, frames as wire, payloads
+from ..calls import client
 from ..errors import MessageTooLarge, NetError, PeerUnreachable, ProtocolError
-from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
-from ..wire.frames import Kind
-from ..threads.workers import WorkerPool, ensure_thread
 from ..serving import running
+from ..threads.workers import WorkerPool, ensure_thread
+from ..wire import frames as wire, ids as identity, payloads
+from ..wire.frames import Kind
+from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
 
 log = logging.getLogger("net")
 
@@ -103,7 +104,7 @@ class _Ack(client.Pending):
 
     __slots__ = ("publisher", "record", "items", "first")
 
-    def __init__(self, publisher: "Publisher", record: Subscriber, items: list[bytes], first: int):
+    def __init__(self, publisher: Publisher, record: Subscriber, items: list[bytes], first: int):
         self.publisher = publisher
         self.record = record
         self.items = items

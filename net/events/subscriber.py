@@ -23,15 +23,15 @@ import threading
 import time
 from typing import Any, Callable
 
+from .. import config
 from ..calls import client, deadlines
 from ..discovery import peers as discovery
-from ..serving import running
-from .. import config
 from ..errors import DiscoveryDisabled, NetError, ProtocolError
-from ..wire import payloads
-from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
-from .peer_lists import peer_addresses
+from ..serving import running
 from ..threads.workers import ensure_thread
+from ..wire import payloads
+from .peer_lists import peer_addresses
+from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
 
 log = logging.getLogger("net")
 
@@ -261,8 +261,9 @@ class Leases:
                     now = time.monotonic()
                     if now - subscription.failure_logged_at >= FAILURE_LOG_INTERVAL:   # no log flood
                         subscription.failure_logged_at = now
+                        handler = getattr(subscription.function, "__qualname__", subscription.function)
                         log.warning("net: handler %s of event %r from %s raised (%d failure(s) so far)",
-                                    getattr(subscription.function, "__qualname__", subscription.function), name, publisher, subscription.failures,
+                                    handler, name, publisher, subscription.failures,
                                     exc_info=True)
         with self.deliver_lock:
             self.last_seq[lease] = last

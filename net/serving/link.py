@@ -19,15 +19,14 @@ import time
 from time import monotonic
 from typing import Any, Callable
 
-from . import request as context, registry
-from ..threads import loop_calls as handoff
-from . import streams
-from ..transport import endpoints as transport
-from ..wire import frames as wire, ids as identity, payloads
 from ..errors import AuthError, FrameTooLarge, MessageTooLarge, NetError, PeerUnreachable, ProtocolError
+from ..threads import loop_calls as handoff
+from ..transport import endpoints as transport
 from ..transport.framed import SMALL_BODY, FramedSocket
 from ..transport.tls import TLSChannel
+from ..wire import frames as wire, ids as identity, payloads
 from ..wire.frames import Kind
+from . import registry, request as context, streams
 
 log = logging.getLogger("net")
 CALL, NOTIFY, RESULT, ERROR = Kind.CALL, Kind.NOTIFY, Kind.RESULT, Kind.ERROR

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from ..peer import Peer
 
-current_request: contextvars.ContextVar["RequestState | None"] = contextvars.ContextVar(
+current_request: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
     "net_current_request", default=None)
 
 

@@ -20,10 +20,10 @@ import threading
 import time
 from typing import Any
 
-from ..transport import busy_poll, endpoints as transport
 from .. import config
-from .link import InboundLink
 from ..threads.workers import WorkerPool
+from ..transport import busy_poll, endpoints as transport
+from .link import InboundLink
 
 log = logging.getLogger("net")
 ACCEPT_ERROR_PAUSE = 0.05       # after EMFILE and the like, so a full fd table cannot spin a core
@@ -144,7 +144,7 @@ class Server:
                 continue
             self.readers.submit(connection.serve)
 
-    def forget(self, connection: "InboundLink") -> None:
+    def forget(self, connection: InboundLink) -> None:
         with self._lock:
             self.connections.discard(connection)
 
@@ -204,7 +204,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def watch(self, connection: "InboundLink") -> None:
+    def watch(self, connection: InboundLink) -> None:
         self.recent.add(connection)
         if self.sleeping:
             self._wake.set()

@@ -20,10 +20,10 @@ import time
 from typing import Any, Callable
 
 from .. import config
-from . import request as context
-from ..wire import frames as wire, payloads
 from ..errors import MessageTooLarge, NetError, ProtocolError
+from ..wire import frames as wire, payloads
 from ..wire.frames import Kind
+from . import request as context
 
 log = logging.getLogger("net")
 

@@ -44,7 +44,7 @@ class LoopHandoff:
                 log.exception("net: callback %r failed on the event loop", callback)
 
 
-_handoffs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandoff]" = weakref.WeakKeyDictionary()
+_handoffs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopHandoff] = weakref.WeakKeyDictionary()
 
 
 def for_loop(loop: asyncio.AbstractEventLoop) -> LoopHandoff:

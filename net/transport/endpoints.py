@@ -15,13 +15,12 @@ import sys
 import time
 from typing import Any
 
-from ..wire import handshake as auth, frames as wire
 from .. import config
-from . import tls
 from ..errors import AuthError, NetError, PeerUnreachable, PortsExhausted, ProtocolError, Timeout
+from ..wire import frames as wire, handshake as auth
+from . import tls
 from .framed import FramedSocket, os_errors_as
 from .tls import TLSChannel
-
 
 
 def _tune(sock: socket.socket) -> None:
@@ -71,7 +70,7 @@ def _mismatch(where: str, theirs: int, ours: int) -> AuthError:
                      f"{wire.describe_modes(ours)}: set the same NET_SECRET / NET_TLS_* on both sides")
 
 
-def dial(host: str, port: int, timeout: float, max_message: int) -> "FramedSocket":
+def dial(host: str, port: int, timeout: float, max_message: int) -> FramedSocket:
     """A framed connection to a peer, ready for calls.
 
     In plain mode the preamble is sent without waiting for the answer: the

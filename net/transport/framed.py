@@ -11,12 +11,13 @@ import select
 import socket
 import threading
 from collections import deque
+from collections.abc import Iterator
 from time import perf_counter
-from typing import Any, Iterator
+from typing import Any
 
-from . import busy_poll
-from ..wire import frames as wire
 from ..errors import NetError, PeerUnreachable, ProtocolError, Timeout
+from ..wire import frames as wire
+from . import busy_poll
 from .tls import TLSChannel
 
 RECV_CHUNK = 256 * 1024

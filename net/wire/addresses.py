@@ -7,7 +7,8 @@ peer object).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import ids
 

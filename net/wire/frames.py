@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import inspect
 import struct
-from collections import deque
 import threading
+from collections import deque
+from collections.abc import Iterator
 from enum import IntEnum
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 

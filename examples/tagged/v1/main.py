@@ -5,8 +5,9 @@
 """
 import sys
 
-import net
 from app import module
+
+import net
 
 found = net.peers(on_host=True, refresh=True, groups=["app-v2"])   # drop on_host to search the LAN
 if not found:
