@@ -1,4 +1,6 @@
 """Test-wide set-up: the pytest process's own peer stays on loopback, in its own port block."""
+from __future__ import annotations
+
 import os
 import sys
 from pathlib import Path
@@ -16,7 +18,21 @@ os.environ["NET_PORT_RANGE"] = str(PORT_BLOCK - 1)
 
 import pytest  # noqa: E402
 
-from support import PeerProcess  # noqa: E402
+from support import LeakCheck, PeerProcess, reset_net_state  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_process():
+    """Each test starts from fresh net globals and fails if it leaves a thread or child process behind.
+
+    Set up before (so torn down after) every other function-scoped fixture: the check sees what
+    the test's own clean-up (``spawn``, ``netlab``...) did not stop.
+    """
+    check = LeakCheck()
+    reset_net_state()
+    yield
+    reset_net_state()
+    check.verify()
 
 
 @pytest.fixture

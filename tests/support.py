@@ -2,11 +2,15 @@
 
 Every helper process stops by itself: it exits when its stdin closes (the test
 process died) or after ``NET_TEST_LIFETIME`` seconds.
+
+Also the one reset of net's globals between tests, and the check that a test leaves no
+thread or child process behind (both run by conftest's ``clean_process``).
 """
 from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -149,3 +153,95 @@ class PeerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# -- test hygiene: one reset of net's globals, and a check that nothing outlives a test --------------
+def reset_net_state() -> None:
+    """Forget what one test left in this process's net globals, so the next starts clean:
+    the pool's outbound links (a test's key, TLS or limits live on in them) and the discovery cache."""
+    from net.calls import client
+    from net.discovery import peers as discovery
+    client.POOL.close_all()
+    discovery.clear_cache()
+
+
+# Threads net starts on purpose and keeps past the end of a test (full-name patterns; "{port}" is the
+# process peer's port, so a Peer(test=True) a test forgot to close is still caught).
+PROCESS_WIDE_THREADS = {
+    r"net-accept-{port}": "the process peer's listener: lives as long as the peer (the whole session)",
+    r"net-idle-{port}": "the process peer's NET_IDLE_TIMEOUT sweeper: lives as long as the peer",
+    r"net-loop-{port}": "the process peer's event loop for async handlers: kept once started",
+    r"net-handler-{port}-\d+": "the process peer's handler workers: exit after 30 s idle (WorkerPool)",
+    r"net-reader-{port}-\d+": "the process peer's spare readers: exit 1 s after their connection ends",
+    r"net-deadlines": "the process-wide call deadline timer: exits after 30 s with nothing scheduled",
+    r"net-heartbeat": "the pool's monitor: exits within 1 s of the pool's last link closing",
+    r"net-stream-reaper": "cancels streams dropped without close(): process-wide, never exits",
+    r"net-events-\d+": "the publisher's delivery workers: exit after 30 s idle (WorkerPool)",
+    r"net-events-leases": "the publisher's janitor: exits once subscribers' leases expire (3 lease periods)",
+    r"net-events-renew": "the subscriber's renewer: sleeps NET_LEASE, exits on a round with no subscription",
+}
+LEAK_GRACE = 2.0        # seconds a thread or process that is on its way out gets to finish
+
+
+def _process_wide(thread: threading.Thread) -> bool:
+    from net.serving import running
+    peer = running.process_peer()
+    server = getattr(peer, "server", None)
+    if server is not None and thread is getattr(server.watchdog, "_thread", None):
+        return True         # the process peer's watchdog sleeps when idle but stays
+    port = str(server.port) if server is not None else None
+    for pattern in PROCESS_WIDE_THREADS:
+        if "{port}" in pattern:
+            if port is None:
+                continue
+            pattern = pattern.replace("{port}", port)
+        if re.fullmatch(pattern, thread.name):
+            return True
+    return False
+
+
+def child_processes() -> dict[tuple[int, str], str]:
+    """This process's live children, ``(pid, start time): command line``; empty without /proc (not Linux)."""
+    found = {}
+    me = str(os.getpid())
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:         # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()   # after "pid (comm) ": state, ppid, ...
+        if fields[1] == me and fields[0] != "Z":         # a zombie has exited: nothing runs
+            found[(int(entry), fields[19])] = command
+    return found
+
+
+class LeakCheck:
+    """Snapshot threads and child processes now; :meth:`verify` fails on new ones still alive.
+
+    A leaked thread or process makes later tests flaky and slow, and hides in a green run: so the
+    test that left it behind fails, by name (modelled on python-zeroconf's ``verify_threads_ended``).
+    """
+
+    def __init__(self, grace: float = LEAK_GRACE):
+        self.grace = grace
+        self.threads = set(threading.enumerate())
+        self.children = child_processes()
+
+    def leaks(self) -> list[str]:
+        threads = [t for t in threading.enumerate() if t not in self.threads and not _process_wide(t)]
+        children = {key: command for key, command in child_processes().items() if key not in self.children}
+        return ([f"thread {t.name!r}" for t in threads]
+                + [f"process {pid} ({command})" for (pid, _), command in children.items()])
+
+    def verify(self) -> None:
+        deadline = time.monotonic() + self.grace
+        while (leaks := self.leaks()) and time.monotonic() < deadline:
+            time.sleep(0.02)        # poll: most leftovers are already on their way out
+        if leaks:
+            import pytest
+            pytest.fail("left running after the test: " + ", ".join(leaks), pytrace=False)

@@ -121,9 +121,7 @@ def test_fuzzed_handshake_messages_only_ever_raise_auth_error(sequence, as_serve
 # -- real peer processes --------------------------------------------------------------------------
 @pytest.fixture
 def keyed(spawn):
-    client.POOL.close_all()
-    yield spawn("basic", env=peer_env(NET_SECRET=KEY, NET_HANDSHAKE_TIMEOUT="1"))
-    client.POOL.close_all()
+    return spawn("basic", env=peer_env(NET_SECRET=KEY, NET_HANDSHAKE_TIMEOUT="1"))
 
 
 def test_peers_with_the_same_key_call_each_other(keyed, monkeypatch):
@@ -149,7 +147,6 @@ def test_keyed_caller_refuses_a_plain_peer(spawn, monkeypatch):
     monkeypatch.setattr(net, "SECRET", KEY)
     with pytest.raises(net.AuthError, match="no security"):
         basic.add(1, 2, peer=plain.id)
-    client.POOL.close_all()
 
 
 def greeted(p, modes):
@@ -246,7 +243,6 @@ def test_replaying_a_recorded_session_runs_nothing(keyed, monkeypatch):
 
 def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
     """net.peers() probes through the normal client path: a peer we cannot authenticate is absent."""
-    from net.discovery import peers as discovery
     from support import PeerProcess, port_block
     start = port_block()
     started = [PeerProcess("basic", env=peer_env(port_start=start, **extra))
@@ -255,15 +251,11 @@ def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
     try:
         monkeypatch.setattr(net, "PORT_START", start)
         monkeypatch.setattr(net, "PORT_RANGE", 19)
-        client.POOL.close_all()
-        discovery.clear_cache()
         assert set(net.peers(on_host=True, refresh=True)["peers"]) == {plain.id}
         monkeypatch.setattr(net, "SECRET", KEY)
         client.POOL.close_all()
         assert set(net.peers(on_host=True, refresh=True)["peers"]) == {keyed_peer.id}
     finally:
-        discovery.clear_cache()
-        client.POOL.close_all()
         for process in started:
             process.stop()
 

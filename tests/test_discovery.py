@@ -23,9 +23,7 @@ def scan_start():
 def port_range(monkeypatch, scan_start):
     monkeypatch.setattr(net, "PORT_START", scan_start, raising=False)
     monkeypatch.setattr(net, "PORT_RANGE", 39, raising=False)
-    discovery.clear_cache()
-    yield scan_start
-    discovery.clear_cache()
+    return scan_start
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import pytest
 
 import net
 from net.cli import certs
-from net.calls import client
 
 from support import PEERS, peer_env
 from test_events import fire_until_received_again, me, publisher_hook, received, records, unique
@@ -17,7 +16,6 @@ KEY = "correct horse battery staple 42"
 @pytest.fixture(params=["key", "tls"])
 def secured(request, monkeypatch, tmp_path):
     """Make the test process (publisher) keyed or TLS; returns the env a matching subscriber needs."""
-    client.POOL.close_all()
     if request.param == "key":
         monkeypatch.setattr(net, "SECRET", KEY)
         env = {"NET_SECRET": KEY}
@@ -30,8 +28,7 @@ def secured(request, monkeypatch, tmp_path):
         monkeypatch.setattr(net, "TLS_CA", str(tmp_path / "ca.pem"))
         env = {"NET_TLS_CERT": str(tmp_path / "subscriber.pem"), "NET_TLS_KEY": str(tmp_path / "subscriber.key"),
                "NET_TLS_CA": str(tmp_path / "ca.pem")}
-    yield env
-    client.POOL.close_all()
+    return env
 
 
 def test_secured_subscribers_receive_and_strangers_cannot_subscribe(spawn, secured):

@@ -6,18 +6,10 @@ import time
 import pytest
 
 import net
-from net.calls import client
 
 import basic
 import trusty
 from support import peer_env
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool():
-    client.POOL.close_all()
-    yield
-    client.POOL.close_all()
 
 
 def in_flight(p, call):

@@ -188,8 +188,6 @@ def test_random_and_malformed_frames_never_stop_a_live_peer(spawn, mode, monkeyp
     p = spawn("basic", env=peer_env(NET_HANDSHAKE_TIMEOUT=str(HANDSHAKE), NET_IDLE_TIMEOUT="1", **extra))
     if extra:
         monkeypatch.setattr(net, "SECRET", extra["NET_SECRET"])
-    from net.calls import client
-    client.POOL.close_all()
     baseline = basic.thread_count(peer=p.id)
     for i, data in enumerate(random_streams(seed=6 + len(mode), count=120)):
         sock = socket.create_connection(p.address, timeout=5)
@@ -206,4 +204,3 @@ def test_random_and_malformed_frames_never_stop_a_live_peer(spawn, mode, monkeyp
     still_serving(p)
     count = settled_thread_count(p, baseline + 1, timeout=10)
     assert count <= baseline + 1, f"{count} threads, {baseline} before: connections leaked"
-    client.POOL.close_all()

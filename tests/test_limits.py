@@ -40,7 +40,6 @@ def closed_within(sock, seconds):
 
 def test_receiver_refuses_a_call_over_its_limit_with_a_typed_error(spawn):
     p = spawn("basic", "trusty", env=peer_env(NET_MAX_MESSAGE="100000"))
-    client.POOL.close_all()
     with pytest.raises(net.MessageTooLarge, match="at most 100,000 bytes"):
         trusty.counted(b"x" * 200_000, peer=p.id)
     assert trusty.counted("small", peer=p.id) == "small"       # still serving, same caller
@@ -49,18 +48,14 @@ def test_receiver_refuses_a_call_over_its_limit_with_a_typed_error(spawn):
 
 def test_a_reply_over_the_callers_limit_is_a_typed_error(spawn, monkeypatch):
     p = spawn("basic", "trusty")
-    client.POOL.close_all()
     monkeypatch.setattr(net, "MAX_MESSAGE", 100_000)
     with pytest.raises(net.MessageTooLarge, match="reply .* over this process's limit"):
         trusty.blob(200_000, peer=p.id)
     assert trusty.blob(10, peer=p.id) == b"x" * 10
-    monkeypatch.undo()
-    client.POOL.close_all()
 
 
 def test_max_connections_refuses_the_extra_and_recovers(spawn):
     p = spawn("basic", env=peer_env(NET_MAX_CONNECTIONS="3"))
-    client.POOL.close_all()
     held = [greeted(p) for _ in range(3)]
     extra = socket.create_connection(p.address, timeout=5)
     extra.sendall(wire.preamble())

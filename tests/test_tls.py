@@ -38,16 +38,13 @@ def tls_env(directory, name):
 @pytest.fixture
 def as_tls(monkeypatch):
     """Make the test process a TLS caller with the given certificate."""
-    client.POOL.close_all()
-
     def use(directory, name, ca=None):
         env = tls_env(directory, name)
         monkeypatch.setattr(net, "TLS_CERT", env["NET_TLS_CERT"])
         monkeypatch.setattr(net, "TLS_KEY", env["NET_TLS_KEY"])
         monkeypatch.setattr(net, "TLS_CA", str(ca or env["NET_TLS_CA"]))
 
-    yield use
-    client.POOL.close_all()
+    return use
 
 
 @pytest.fixture
@@ -72,7 +69,6 @@ def test_large_messages_both_ways_from_many_threads_at_once(tls_peer, team, as_t
 
 
 def test_plain_caller_is_refused_by_a_tls_peer(tls_peer):
-    client.POOL.close_all()
     started = time.monotonic()
     with pytest.raises(net.AuthError, match="uses mutual TLS but this process uses no security"):
         basic.add(1, 2, peer=tls_peer.id)
