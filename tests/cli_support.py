@@ -54,7 +54,7 @@ class Running:
         sink(None)
 
     @classmethod
-    def net(cls, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> "Running":
+    def net(cls, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Running:
         return cls([sys.executable, "-m", "net", *args], env=env, cwd=cwd)
 
     def wait_for(self, needle: str, timeout: float = 20.0) -> str:
@@ -105,7 +105,7 @@ class Running:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "Running":
+    def __enter__(self) -> Running:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))  # handler modules, same names as in peers
 
-from support import PORT_BLOCK, port_block  # noqa: E402
+from support import PORT_BLOCK, port_block
 
 os.environ["NET_HOST"] = "127.0.0.1"
 os.environ["NET_BIND"] = "127.0.0.1"
@@ -16,9 +16,8 @@ os.environ["NET_DISCOVERY"] = "off"     # never scan the real LAN from the root 
 os.environ["NET_PORT_START"] = str(port_block())
 os.environ["NET_PORT_RANGE"] = str(PORT_BLOCK - 1)
 
-import pytest  # noqa: E402
-
-from support import LeakCheck, PeerProcess, reset_net_state  # noqa: E402
+import pytest
+from support import LeakCheck, PeerProcess, reset_net_state
 
 
 @pytest.fixture(autouse=True)

@@ -247,7 +247,7 @@ class Lab:
             ip("route", "del", "unreachable", self.subnet, "metric", str(self.owner), check=False)
             self.subnet = None
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -148,7 +148,7 @@ class PeerProcess:
                 stream.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "PeerProcess":
+    def __enter__(self) -> PeerProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -6,12 +6,11 @@ import signal
 import threading
 import time
 
+import calls
 import pytest
-
-import net
 from support import peer_env
 
-import calls
+import net
 
 _tokens = itertools.count()
 

@@ -2,17 +2,16 @@
 import socket
 import threading
 
+import basic
 import pytest
 from hypothesis import given, settings, strategies as st
+from support import peer_env
 
 import net
-from net.wire import handshake as auth, frames as wire
 from net.calls import client
 from net.errors import AuthError
+from net.wire import frames as wire, handshake as auth
 from net.wire.frames import Kind
-
-import basic
-from support import peer_env
 
 KEY = "correct horse battery staple 42"
 OTHER = "a completely different key 1234"
@@ -247,7 +246,7 @@ def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
     start = port_block()
     started = [PeerProcess("basic", env=peer_env(port_start=start, **extra))
                for extra in ({}, {"NET_SECRET": KEY}, {"NET_SECRET": OTHER})]
-    plain, keyed_peer, other = started
+    plain, keyed_peer, _other = started
     try:
         monkeypatch.setattr(net, "PORT_START", start)
         monkeypatch.setattr(net, "PORT_RANGE", 19)
@@ -262,6 +261,7 @@ def test_discovery_lists_only_peers_that_share_our_key(monkeypatch):
 
 def test_refused_connections_do_not_flood_the_log(caplog):
     import logging
+
     from net.serving.link import _RefusalLog
     caplog.set_level(logging.WARNING, logger="net")
     refusals = _RefusalLog()

@@ -10,16 +10,15 @@ import sys
 import threading
 import time
 
+import basic
 import pytest
+from support import ROOT, peer_env
 
 import net
-from net.transport import busy_poll, tls
 from net.cli import certs
-from net.wire import frames as wire
+from net.transport import busy_poll, tls
 from net.transport.framed import FramedSocket
-
-import basic
-from support import ROOT, peer_env
+from net.wire import frames as wire
 
 pytestmark = pytest.mark.skipif(not busy_poll.budget_seconds(),
                                 reason="busy polling needs MSG_DONTWAIT, two CPUs and /proc/loadavg")

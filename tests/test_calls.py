@@ -3,13 +3,12 @@ import concurrent.futures
 import threading
 import time
 
+# The callee's functions are imported here too so the caller has the same keys.
+import basic
 import pytest
 
 import net
 from net.peer import _Peer
-
-# The callee's functions are imported here too so the caller has the same keys.
-import basic
 
 
 def test_call_by_id_tuple_string_and_entry(spawn):
@@ -128,7 +127,7 @@ def test_info_returns_the_friendly_id(spawn):
 def test_unreachable_peer_raises_peer_unreachable():
     with _Peer(test=True) as peer:
         address = (peer.host, peer.port)
-    with pytest.raises(net.PeerUnreachable, match="127.0.0.1"):
+    with pytest.raises(net.PeerUnreachable, match=r"127\.0\.0\.1"):
         basic.add(1, 2, peer=address)
 
 
@@ -136,7 +135,7 @@ def test_timeout_context_without_stealing_a_keyword(spawn):
     p = spawn("basic")
     started = time.monotonic()
     with net.timeout(0.5):
-        with pytest.raises(net.Timeout, match="within 0.5s"):
+        with pytest.raises(net.Timeout, match=r"within 0\.5s"):
             basic.slow(3, peer=p.id)
     assert time.monotonic() - started < 2.5
     assert basic.slow(0.01, peer=p.id) == 0.01     # the connection is still usable

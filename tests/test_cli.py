@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import signal
-import tomllib
 
 import pytest
-
+import tomllib
 from cli_support import Running, net_command, serve
 from support import ROOT, peer_env
 
@@ -60,12 +59,12 @@ def test_malformed_setting_is_one_line_for_the_command_not_a_traceback():
     result = net_command("peers", "--on-host", env=peer_env(NET_PORT_START="abc"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"net: NET_PORT_START='abc' is not valid: "
-                                      f"invalid literal for int() with base 10: 'abc'")
+    assert result.stderr.strip() == ("net: NET_PORT_START='abc' is not valid: "
+                                      "invalid literal for int() with base 10: 'abc'")
 
 
 def test_serve_runs_until_sigint_and_stops_cleanly():
-    running, peer_id, port = serve(BASIC)
+    running, _peer_id, port = serve(BASIC)
     with running:
         assert "basic.add" in "\n".join(running.lines) or running.wait_for("basic.add")
         called = net_command("call", f"127.0.0.1:{port}", "basic.add", "2", "3")
@@ -143,7 +142,8 @@ def test_unreachable_and_unknown_peers_are_one_line_errors():
 
 def test_failing_user_module_shows_the_users_error(tmp_path):
     broken = tmp_path / "broken_handlers.py"
-    broken.write_text("import net\n\n\n@net.connect()\ndef f():\n    pass\n\nraise RuntimeError('my config is missing')\n")
+    broken.write_text("import net\n\n\n@net.connect()\ndef f():\n    pass\n\n"
+                      "raise RuntimeError('my config is missing')\n")
     line = one_line_error(net_command("serve", str(broken), "--duration", "5"))
     assert "RuntimeError: my config is missing" in line and "broken_handlers.py:8" in line
     typo = tmp_path / "typo_handlers.py"
@@ -237,7 +237,7 @@ def test_listen_prints_events_until_sigint():
 
 @needs_events
 def test_listen_json_exits_after_count():
-    publisher, peer_id, port = serve("tests/peers/publisher.py")
+    publisher, peer_id, _port = serve("tests/peers/publisher.py")
     with publisher:
         with Running.net("listen", peer_id, "tick", "--json", "--count", "2", "--duration", "120") as listener:
             listener.wait_for('"listening"')

@@ -7,10 +7,10 @@ import socket
 import time
 
 import pytest
+from support import peer_env, port_block
 
 import net
-from net.discovery import peers as discovery, lan
-from support import peer_env, port_block
+from net.discovery import lan, peers as discovery
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_hubs_only(local_peers):
 
 
 def test_spec_positional_order_still_works(local_peers):
-    plain, grouped, hub = local_peers
+    _plain, grouped, _hub = local_peers
     assert set(net.peers(True, ["g1"], True)["peers"]) == {grouped.id}
     with pytest.raises(TypeError):
         net.peers("g1", "g2")

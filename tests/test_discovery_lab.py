@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from netlab import ask
 
 pytestmark = pytest.mark.netns
@@ -123,7 +122,8 @@ def test_filtered_host_does_not_slow_discovery(lan):
 def test_peer_only_on_arp_path_is_found(lan):
     """The host-3 peer in 'query' mode never answers multicast; it is found through the ARP sweep."""
     _, peers, discoverer = lan
-    silent = [peer_id for peer_id, p in peers.items() if p["host"] == 3 and p["process"].env["NET_DISCOVERY"] == "query"]
+    silent = [peer_id for peer_id, p in peers.items()
+              if p["host"] == 3 and p["process"].env["NET_DISCOVERY"] == "query"]
     assert len(silent) == 1
     assert silent[0] in ask(discoverer, refresh=True)["peers"]
 
@@ -174,7 +174,12 @@ def test_peers_send_nothing_unless_asked_or_announcing(netlab):
     heard = _heard(lab, 2, 5, started[1].stop)
     assert [m["net"] for m in heard] == ["bye"]
     quiet = lab.discoverer(2, NET_DISCOVERY="off")
-    heard = _heard(lab, 1, 0.8, lambda: pytest.raises(AssertionError, ask, quiet, refresh=True))
+
+    def ask_and_fail() -> None:
+        with pytest.raises(AssertionError):
+            ask(quiet, refresh=True)
+
+    heard = _heard(lab, 1, 0.8, ask_and_fail)
     assert heard == [], "NET_DISCOVERY=off must not send a query"
 
 

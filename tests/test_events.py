@@ -7,16 +7,15 @@ import signal
 import threading
 import time
 
+import events_pub
 import pytest
+from support import peer_env, port_block
 
 import net
 from net.events.peer_lists import looks_like_peers, peer_addresses
 from net.events.shared import INSTANCE
 from net.events.subscriber import LEASES
 from net.wire import ids
-from support import peer_env, port_block
-
-import events_pub
 
 _names = itertools.count()
 
@@ -425,7 +424,7 @@ def test_deliveries_survive_the_subscriber_closing_idle_connections(spawn):
         assert received(sub, name, count=3) == values
         connection = client.POOL._connections.get(("127.0.0.1", sub.port))
         if connection is not None:
-            wait_until(lambda: not connection.usable(), what="the subscriber to retire the idle connection")
+            wait_until(lambda link=connection: not link.usable(), what="the subscriber to retire the idle connection")
     trigger("end")
     assert received(sub, name, until="end") == []        # nothing delivered twice
     wait_until(lambda: records(name)[sub.id].delivered == len(expected) + 1, what="every acknowledgement")
@@ -463,6 +462,7 @@ def test_packed_items_spliced_after_an_array_header_are_the_packed_list(length):
 
 def test_event_settings_have_defaults_and_refuse_bad_values():
     import json
+
     from test_config import import_net
     result = import_net({})
     values = json.loads(result.stdout)

@@ -3,12 +3,11 @@ import json
 import time
 
 import pytest
+from support import PEERS, peer_env
+from test_events import fire_until_received_again, me, publisher_hook, received, records, unique
 
 import net
 from net.cli import certs
-
-from support import PEERS, peer_env
-from test_events import fire_until_received_again, me, publisher_hook, received, records, unique
 
 KEY = "correct horse battery staple 42"
 

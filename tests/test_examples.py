@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cli_support import LIFETIME, Running, serve
 from support import ROOT, peer_env
 

@@ -3,13 +3,12 @@ import concurrent.futures
 import signal
 import time
 
-import pytest
-
-import net
-
 import basic
+import pytest
 import trusty
 from support import peer_env
+
+import net
 
 
 def in_flight(p, call):

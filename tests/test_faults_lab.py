@@ -9,7 +9,6 @@ import json
 import time
 
 import pytest
-
 from support import PEERS
 
 pytestmark = pytest.mark.netns

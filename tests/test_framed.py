@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from net.wire import frames as wire
 from net.transport.framed import SMALL_BODY, FramedSocket
+from net.wire import frames as wire
 
 THREADS = 8
 PER_THREAD = 300

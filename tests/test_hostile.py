@@ -3,14 +3,13 @@ import socket
 import struct
 import time
 
+import basic
 import pytest
+from support import peer_env
 
 import net
 from net.wire import frames as wire
 from net.wire.frames import Kind
-
-import basic
-from support import peer_env
 
 HANDSHAKE = 0.5
 

@@ -11,7 +11,6 @@ import sys
 import threading
 
 import pytest
-
 from support import child_processes
 
 pytest_plugins = ["pytester"]

@@ -48,5 +48,5 @@ def test_peer_identity_attributes():
 
 def test_the_wire_names_the_built_in_keys_the_defaults_register():
     from net.wire import ids
-    assert ids.INFO_KEY == net.info.key
-    assert ids.SUBSCRIPTION_KEY == net.subscription_handler.key
+    assert net.info.key == ids.INFO_KEY
+    assert net.subscription_handler.key == ids.SUBSCRIPTION_KEY

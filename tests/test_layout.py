@@ -6,7 +6,6 @@ Every import statement counts, including those inside functions (the ones under
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 from support import ROOT
@@ -88,9 +87,9 @@ def test_no_import_cycles_outside_the_cli():
         state[module] = 1
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+                cycles.append(" -> ".join([*path[path.index(target):], target]))
             elif target not in state:
-                visit(target, path + [target])
+                visit(target, [*path, target])
         state[module] = 2
 
     for module in sorted(graph):

@@ -2,16 +2,15 @@
 import socket
 import time
 
+import basic
 import pytest
+import trusty
+from support import peer_env
 
 import net
 from net.calls import client
 from net.wire import frames as wire
 from net.wire.frames import Kind
-
-import basic
-import trusty
-from support import peer_env
 
 
 def greeted(p):
@@ -49,7 +48,7 @@ def test_receiver_refuses_a_call_over_its_limit_with_a_typed_error(spawn):
 def test_a_reply_over_the_callers_limit_is_a_typed_error(spawn, monkeypatch):
     p = spawn("basic", "trusty")
     monkeypatch.setattr(net, "MAX_MESSAGE", 100_000)
-    with pytest.raises(net.MessageTooLarge, match="reply .* over this process's limit"):
+    with pytest.raises(net.MessageTooLarge, match=r"reply .* over this process's limit"):
         trusty.blob(200_000, peer=p.id)
     assert trusty.blob(10, peer=p.id) == b"x" * 10
 

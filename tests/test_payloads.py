@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from net.calls import client
 from net.errors import MessageTooLarge, ProtocolError
-from net.events import publisher as events, subscriber, shared
+from net.events import publisher as events, shared, subscriber
 from net.serving import link as inbound, registry, running
 from net.serving.server import HandlerSlots
 from net.transport import endpoints
@@ -221,7 +221,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("parser, payload", MALFORMED)
 def test_parsers_refuse_malformed_payloads_with_a_protocol_error(parser, payload):
-    with pytest.raises(ProtocolError, match="malformed .*(expected|needs|no )"):
+    with pytest.raises(ProtocolError, match=r"malformed .*(expected|needs|no )"):
         parser(payload)
 
 

@@ -4,12 +4,11 @@ import gc
 import itertools
 import time
 
+import calls
 import pytest
-
-import net
 from support import peer_env
 
-import calls
+import net
 
 _tokens = itertools.count()
 
@@ -194,7 +193,7 @@ def test_stream_and_plain_call_mismatches_are_clear_errors(spawn):
         async for _ in missing.acall(peer=p.id):
             pass
 
-    with pytest.raises(net.InvalidConnection, match="calls.count"):
+    with pytest.raises(net.InvalidConnection, match=r"calls\.count"):
         asyncio.run(missing_async())
 
 
@@ -213,7 +212,7 @@ def test_a_stalled_stream_times_out_per_item_and_is_cancelled(spawn):
     with net.timeout(0.3):
         stream = calls.slow_items(tag, 1.0, peer=p.id)
     assert next(stream)[0] == 0             # the first item comes at once
-    with pytest.raises(net.Timeout, match="sent nothing for 0.3s"):
+    with pytest.raises(net.Timeout, match=r"sent nothing for 0\.3s"):
         next(stream)
     assert "finally" in calls.observed(tag, "finally", peer=p.id)
     with pytest.raises(StopIteration):
@@ -224,6 +223,7 @@ def test_bad_stream_frames_from_a_caller_cost_nothing(spawn):
     """Malformed CREDIT is ignored, a window that is not a number falls back to the default,
     and a caller sending stream items (callee-only frames) loses only its own connection."""
     import socket
+
     from net.wire import frames as wire
     from net.wire.frames import Kind
     p = spawn("calls")

@@ -6,14 +6,13 @@ import subprocess
 import sys
 import time
 
+import basic
 import pytest
+from support import ROOT, peer_env
 
 import net
-from net.cli import certs
 from net.calls import client
-
-import basic
-from support import ROOT, peer_env
+from net.cli import certs
 
 KEY = "correct horse battery staple 42"
 

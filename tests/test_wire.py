@@ -4,8 +4,8 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from net.wire import frames as wire
 from net.errors import MessageTooLarge, ProtocolError, VersionMismatch
+from net.wire import frames as wire
 from net.wire.frames import Frame, FrameDecoder, Kind
 
 LIMIT = 1 << 20

@@ -104,8 +104,7 @@ def sync_wait_for_cancel(token):
 
 @net.connect()
 def count(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
 
 
 @net.connect()
@@ -169,8 +168,7 @@ def slow_items(token, delay):
 
 @net.connect()
 def fails_after(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
     raise ValueError(f"broke after {n}")
 
 

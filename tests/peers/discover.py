@@ -11,6 +11,7 @@ import sys
 import time
 
 import lifetime
+
 import net
 
 print("READY discoverer 0", flush=True)

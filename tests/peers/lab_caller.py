@@ -12,11 +12,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import net  # noqa: E402
-import basic  # noqa: E402
-import trusty  # noqa: E402
-import events_pub  # noqa: E402
-import lifetime  # noqa: E402
+import basic
+import events_pub
+import lifetime
+import trusty
+
+import net
 
 print("READY caller 0", flush=True)
 lifetime.exit_after_lifetime()

@@ -10,8 +10,9 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lifetime  # noqa: E402
-import net  # noqa: E402
+import lifetime
+
+import net
 
 for name in sys.argv[1:]:
     importlib.import_module(name)
