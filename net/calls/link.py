@@ -371,7 +371,7 @@ class OutboundLink:
         if self.dead is None:
             self.dead = error
         self.pool.discard(self)
-        self.framed.close()
+        self.framed.close(linger=False)     # its calls fail now: nothing queued for it goes out
         error = self.dead or error      # the first cause, also when a reader races to report the close
         while self.pending:
             try:

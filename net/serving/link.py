@@ -36,6 +36,13 @@ CONNECTIONS = registry.CONNECTIONS
 HEADER = wire.HEADER
 pack = wire.pack
 HANDOFF_AFTER = 0.003           # a handler running longer than this gets its reading role taken over
+# A connection with this many bytes of replies its caller has not taken yet is not read further until
+# the caller takes them (TCP pushes back on it): a caller that stops reading costs this, plus the
+# replies of the calls it already had in flight, until NET_HEARTBEAT drops it (transport/framed.py).
+REPLY_BACKLOG = 8 * 1024 * 1024
+# While a connection is not read, the callee PINGs it this often: its caller cannot be answered (its
+# PINGs are not read), and its heartbeat, set by the caller (down to ~0.5 s), must hear this peer alive.
+PAUSE_PING = 0.25
 
 
 _ASYNC: dict[Callable[..., Any], bool] = {}
@@ -90,12 +97,15 @@ class InboundLink:
         self.last_activity = time.monotonic()
         self.retired = False
         self.last_request = 0               # highest call id read: GOODBYE tells the caller what never ran
+        self.held = 0                       # bytes its calls hold in the server's Intake (under its lock)
+        self.in_flight = 0                  # its calls on the pool or the loop, not finished (same)
         self._lock = threading.Lock()
 
     def serve(self) -> None:
         """First reader of the connection: greet, then read."""
         accepted = self.sock
         assert isinstance(accepted, socket.socket)      # not greeted yet: the plain accepted socket
+        deadline = monotonic() + self.server.handshake_timeout
         try:
             self.sock = transport.accept(accepted, self.server.handshake_timeout, self.where)
         except AuthError as exc:
@@ -113,7 +123,17 @@ class InboundLink:
             self.close()
             self.server.forget(self)
             return
-        self.framed = FramedSocket(self.sock, self.where, self.server.max_message)
+        framed = self.framed = FramedSocket(self.sock, self.where, self.server.max_message)
+        if not framed.frame_started_within(deadline - monotonic()):
+            # Silent connections would keep callers out (NET_MAX_CONNECTIONS) for NET_IDLE_TIMEOUT.
+            log.info("net: dropping %s: no call within NET_HANDSHAKE_TIMEOUT (%gs) of connecting",
+                     self.where, self.server.handshake_timeout)
+            with contextlib.suppress(NetError):
+                framed.send(Kind.GOODBYE, 0, payloads.goodbye(
+                    f"no call within {self.server.handshake_timeout:g}s of connecting", 0))
+            self.close()
+            self.server.forget(self)
+            return
         self.read_as(0)
 
     def read_as(self, generation: int) -> None:
@@ -159,6 +179,8 @@ class InboundLink:
         lock = self._lock
         shared = self.server.shared
         while True:
+            if (self.in_flight or framed.backlog_bytes >= REPLY_BACKLOG) and not self._hold_back(framed):
+                return False
             try:
                 # Poll for the next call only when nothing of this connection runs on other threads
                 # and no other connection has been calling (see busy_poll.SharedServer).
@@ -193,6 +215,38 @@ class InboundLink:
                 return False
             if self.generation != generation:
                 return True
+
+    def _hold_back(self, framed: FramedSocket) -> bool:
+        """Stop reading while this connection holds too much: REPLY_BACKLOG of replies its caller
+        has not taken, or more calls than the server's :class:`~net.serving.server.Intake` lets one
+        connection hold. TCP then pushes back on the caller: a burst waits in the caller's socket
+        buffers and memory, not ours, and runs as room frees up (no call is refused). Meanwhile
+        the caller is PINGed every PAUSE_PING, which it answers and counts as heard, so its
+        heartbeat never declares this busy peer dead. False: the connection ended meanwhile."""
+        intake = self.server.intake
+        if framed.backlog_bytes < REPLY_BACKLOG and not intake.over(self):
+            return True
+        framed.reader_waiting = True        # replies corked from here on are flushed by their own thread
+        try:
+            framed.flush()
+            next_ping = monotonic() + PAUSE_PING
+            while not framed.closed and framed.dropped is None:
+                backlog = framed.backlog_bytes >= REPLY_BACKLOG
+                if not backlog and not intake.over(self):
+                    return True
+                now = monotonic()
+                if now >= next_ping:
+                    framed.send(Kind.PING, 0)
+                    next_ping = now + PAUSE_PING
+                elif backlog:
+                    framed.wait_for_room(REPLY_BACKLOG, next_ping - now)
+                else:
+                    intake.wait(self, next_ping - now)
+            return False
+        except NetError:
+            return False
+        finally:
+            framed.reader_waiting = False
 
     def _refuse_oversized(self, framed: FramedSocket, exc: FrameTooLarge) -> None:
         """Tell the caller which call was over NET_MAX_MESSAGE (a typed error), then close:
@@ -269,7 +323,8 @@ class InboundLink:
             return
         slots = self.slots
         if not slots.try_acquire():
-            self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply)
+            weight = self._hold()
+            self.server.workers.submit(self._run_pooled, state, handler, args, kwargs, reply, weight)
             return
         # Run on the reader thread (the watchdog hands reading to another thread if it drags
         # on). The reply goes out first; the bookkeeping after it is off the caller's clock.
@@ -283,8 +338,8 @@ class InboundLink:
                 outcome, value = ERROR, self._failed(handler, exc, reply)
             finally:
                 current_request.reset(token)
-            if reply:
-                self._send(outcome, request_id, value, soon=True)
+            if reply:       # held back with the next replies only while still the reader
+                self._send(outcome, request_id, value, soon=self.generation == generation)
         finally:
             slots.release()
             self.active.pop(request_id, None)
@@ -293,13 +348,22 @@ class InboundLink:
                 self.inline_since = None
             self._lock.release()
 
+    def _hold(self) -> int:
+        """Count the call just read as held (the server's Intake): its weight, to release later."""
+        framed = self.framed
+        assert framed is not None
+        return int(self.server.intake.hold(self, framed.claim()))
+
     def _run_pooled(self, state: context.RequestState, handler: Callable[..., Any],
-                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
+                    args: list[Any], kwargs: dict[str, Any], reply: bool, weight: int) -> None:
+        intake = self.server.intake
         self.slots.acquire_blocking()
+        intake.started(self, weight)        # running now: its bytes are no longer queued
         try:
             self._run_sync(state, handler, args, kwargs, reply)
         finally:
             self.slots.release()
+            intake.finished(self, 0)
 
     def _run_sync(self, state: context.RequestState, handler: Callable[..., Any],
                   args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
@@ -323,11 +387,12 @@ class InboundLink:
     def _run_async(self, state: context.RequestState, handler: Callable[..., Any],
                    args: list[Any], kwargs: dict[str, Any], reply: bool) -> None:
         loop = self.server.loop()
-        handoff.for_loop(loop).call(self._start_async, loop, state, handler, args, kwargs, reply)
+        weight = self._hold()       # until it finishes: the loop runs any number of them at once
+        handoff.for_loop(loop).call(self._start_async, loop, state, handler, args, kwargs, reply, weight)
 
     def _start_async(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
                      handler: Callable[..., Any], args: list[Any], kwargs: dict[str, Any],
-                     reply: bool) -> None:
+                     reply: bool, weight: int) -> None:
         """On the peer's loop: run the handler as a task; CANCEL cancels the task."""
         async def run() -> None:
             context.current_request.set(state)
@@ -338,11 +403,16 @@ class InboundLink:
             self._finish_on_loop(loop, state, outcome, reply)
 
         task = loop.create_task(run())
-        # A task cancelled before its first step never runs ``run``: forget the request then too.
-        task.add_done_callback(lambda done: done.cancelled() and self.active.pop(state.request_id, None))
+        task.add_done_callback(lambda done: self._async_done(done, state, weight))
         state.on_cancel = lambda: loop.call_soon_threadsafe(task.cancel)
         if state.cancelled:         # CANCEL came before the task existed
             task.cancel()
+
+    def _async_done(self, task: asyncio.Task[None], state: context.RequestState, weight: int) -> None:
+        # A task cancelled before its first step never runs ``run``: forget the request then too.
+        if task.cancelled():
+            self.active.pop(state.request_id, None)
+        self.server.intake.finished(self, weight)
 
     def _finish_on_loop(self, loop: asyncio.AbstractEventLoop, state: context.RequestState,
                         outcome: tuple[Kind, Any], reply: bool) -> None:
@@ -402,11 +472,12 @@ class InboundLink:
         except NetError as exc:
             log.debug("net: reply to %s lost: %s", self.where, exc)
 
-    def close(self) -> None:
+    def close(self, linger: bool = True) -> None:
+        """Close; with ``linger`` the replies already queued still go out (FramedSocket.close)."""
         for state in list(self.active.values()):
             state.cancel()
         if self.framed is not None:
-            self.framed.close()
+            self.framed.close(linger)
         else:
             with contextlib.suppress(OSError):
                 self.sock.close()

@@ -30,6 +30,11 @@ ACCEPT_ERROR_PAUSE = 0.05       # after EMFILE and the like, so a full fd table 
 WATCH_INTERVAL = 0.002          # how often the watchdog looks while calls come in
 READER_IDLE_EXIT = 1.0          # seconds a spare reader thread waits for a new connection
 IDLE_LOOKS = 50                 # looks without inline work before the watchdog sleeps (~0.1 s)
+# What calls read from callers may hold before their connection stops being read (see Intake):
+LINK_HELD = 8 * 1024 * 1024     # bytes per connection: a burst of calls of a few MiB each still flows
+TOTAL_HELD = 64 * 1024 * 1024   # bytes over all connections
+LINK_CALLS = 1024               # calls per connection on the pool or the loop: bounds what their replies cost
+CALL_WEIGHT = 512               # bytes counted per call on top of its size: its objects (state, task, frame)
 
 
 class HandlerSlots:
@@ -79,6 +84,69 @@ class HandlerSlots:
                 self._freed.notify()
 
 
+class Intake:
+    """What calls read from callers hold until they run, per connection and in total.
+
+    A call counts, from when it is read, with its size as received plus CALL_WEIGHT:
+    a synchronous one until a worker starts it, an ``async def`` one until it
+    finishes (the loop runs any number at once). A connection whose calls hold
+    LINK_HELD bytes or number LINK_CALLS, or that holds any while all connections
+    hold TOTAL_HELD, is not read further until calls start or finish
+    (:meth:`InboundLink._hold_back`): TCP then pushes back on its caller. Refusing
+    with an error instead would fail a legitimate burst that merely came faster
+    than the workers; back-pressure only slows it down. The call being read when a
+    bound is crossed is kept, so each connection may go over by one call.
+    Only calls that wait for a worker or run on the loop take this lock, never
+    the inline fast path.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._waiting = 0
+        self._changed = threading.Condition(threading.Lock())
+
+    def hold(self, link: InboundLink, size: int) -> int:
+        """Count a call of ``size`` bytes just read from ``link``; its weight, to give back."""
+        weight = size + CALL_WEIGHT
+        with self._changed:
+            link.held += weight
+            link.in_flight += 1
+            self.total += weight
+        return weight
+
+    def started(self, link: InboundLink, weight: int) -> None:
+        """A worker started the call: its bytes no longer count (it still does until finished)."""
+        with self._changed:
+            link.held -= weight
+            self.total -= weight
+            if self._waiting:
+                self._changed.notify_all()
+
+    def finished(self, link: InboundLink, weight: int) -> None:
+        """The call is over; ``weight``: what it still held (0 if :meth:`started` gave it back)."""
+        with self._changed:
+            link.held -= weight
+            link.in_flight -= 1
+            self.total -= weight
+            if self._waiting:
+                self._changed.notify_all()
+
+    def over(self, link: InboundLink) -> bool:
+        """Whether ``link`` holds more than it may (read without the lock: a look)."""
+        held = link.held
+        return held >= LINK_HELD or link.in_flight >= LINK_CALLS or (held > 0 and self.total >= TOTAL_HELD)
+
+    def wait(self, link: InboundLink, timeout: float) -> None:
+        """Sleep while ``link`` is over its bounds, until a call starts or finishes, at most ``timeout``."""
+        with self._changed:
+            if self.over(link):
+                self._waiting += 1
+                try:
+                    self._changed.wait(timeout)
+                finally:
+                    self._waiting -= 1
+
+
 class Server:
     """Listens on the first free port of the range and serves every connection."""
 
@@ -93,6 +161,7 @@ class Server:
                                   name=f"net-reader-{self.port}",
                                   idle_exit=READER_IDLE_EXIT)
         self.handler_slots = HandlerSlots(config.get("WORKERS"))
+        self.intake = Intake()          # what calls read hold until they run (bounds per connection, total)
         self.watchdog = Watchdog(self.readers)
         self.max_connections = config.get("MAX_CONNECTIONS")
         self.handshake_timeout = config.get("HANDSHAKE_TIMEOUT")
@@ -178,7 +247,7 @@ class Server:
         with self._lock:
             connections = list(self.connections)
         for connection in connections:
-            connection.close()
+            connection.close(linger=False)      # shutting down: replies not taken yet are dropped
         self._accept_thread.join(timeout=2)
         self.watchdog.close()
         self.workers.close()
