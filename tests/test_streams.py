@@ -249,3 +249,21 @@ def test_bad_stream_frames_from_a_caller_cost_nothing(spawn):
     finally:
         sock.close()
     assert list(calls.count(2, peer=p.id)) == [0, 1]
+
+
+def test_an_async_generator_waiting_for_credit_sees_cancelled_error_when_stopped(spawn, monkeypatch):
+    """With a window of 2 the producer is parked awaiting credit when the caller stops: the generator
+    must still see CancelledError (not only GeneratorExit), as for a task cancelled mid-item."""
+    monkeypatch.setattr(net, "STREAM_WINDOW", 2)
+    p = spawn("calls")
+    tag = token("parked")
+
+    async def consume():
+        async with calls.aguarded.acall(tag, peer=p.id) as stream:
+            async for _ in stream:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: calls.produced(tag, peer=p.id))     # let the producer fill the window
+                break
+
+    asyncio.run(consume())
+    assert {"cancelled", "finally"} <= set(calls.observed(tag, "finally", peer=p.id))

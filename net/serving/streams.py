@@ -360,6 +360,10 @@ class AsyncStreamRunner(_Runner):
         except asyncio.CancelledError:
             self.batch = []
             self._end(None)
+            athrow = getattr(source, "athrow", None)
+            if athrow is not None:      # cancelled between items (e.g. awaiting credit): the generator
+                with contextlib.suppress(BaseException):    # sees CancelledError too, as documented
+                    await athrow(asyncio.CancelledError())
         except BaseException as exc:
             self._flush()
             self._failed(exc)
