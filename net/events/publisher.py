@@ -36,6 +36,8 @@ from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_te
 log = logging.getLogger("net")
 
 LEASES_UNTIL_EXPIRY = 3             # a publisher drops a lease not renewed for this many periods
+MAX_LEASE_PERIODS = 10              # the longest lease granted, in this publisher's NET_LEASE periods: a
+                                    # lease asked for 1e12 s would hold a subscriber slot for ever
 MAX_BATCH_EVENTS = 1024             # events in one delivery message
 MAX_BATCH_BYTES = 256 * 1024        # bytes of events in one delivery message (one event may exceed it)
 MESSAGE_OVERHEAD = 4096             # room for the batch header inside NET_MAX_MESSAGE
@@ -142,7 +144,8 @@ class Publisher:
             raise (ValueError if isinstance(request, Mapping) else TypeError)(str(exc)) from None
         peer_id, host, port, instance, route, events = (wanted.peer_id, wanted.host, wanted.port,
                                                         wanted.instance, wanted.route, wanted.events)
-        period = wanted.lease or config.get("LEASE")
+        own = config.get("LEASE")
+        period = min(wanted.lease or own, MAX_LEASE_PERIODS * own)
         key = (host, port, route)
         now = time.monotonic()
         with self.lock:
