@@ -16,6 +16,8 @@ from ..wire import ids as identity
 INSTANCE = secrets.token_hex(8)     # this process; a restarted process is a new instance
 SUBSCRIPTION_KEY = identity.SUBSCRIPTION_KEY
 FAILURE_LOG_INTERVAL = 10.0         # seconds between reports of one subscriber's failures or drops
+LEASES_UNTIL_EXPIRY = 3             # a publisher drops a lease not renewed for this many of the periods it
+                                    # granted; a subscriber renews at least once a granted period
 
 
 def address_text(host: str, port: int) -> str:

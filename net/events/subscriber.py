@@ -3,7 +3,9 @@
 A subscription is a lease the subscriber renews every ``NET_LEASE`` seconds
 by telling each publisher the full set of events it wants; a restarted
 publisher is therefore back in business within one lease, and subscriptions
-made through discovery filters reach publishers that appear later.
+made through discovery filters reach publishers that appear later. A
+publisher may grant a shorter lease than asked (it caps the period): then the
+renewals come as often as the shortest lease granted needs.
 Deliveries name the subscriber process instance and lease they were queued
 for, plus a sequence number, so a restarted subscriber never receives its
 predecessor's events or a batch twice.
@@ -26,17 +28,18 @@ from typing import Any, Callable
 from .. import config
 from ..calls import client, deadlines
 from ..discovery import peers as discovery
-from ..errors import DiscoveryDisabled, NetError, ProtocolError
+from ..errors import DiscoveryDisabled, NetError, ProtocolError, RemoteError
 from ..serving import running
 from ..threads.workers import ensure_thread
 from ..wire import payloads
 from .peer_lists import peer_addresses
-from .shared import FAILURE_LOG_INTERVAL, INSTANCE, SUBSCRIPTION_KEY, address_text
+from .shared import FAILURE_LOG_INTERVAL, INSTANCE, LEASES_UNTIL_EXPIRY, SUBSCRIPTION_KEY, address_text
 
 log = logging.getLogger("net")
 
 SUBSCRIBE_TIMEOUT = 5.0             # seconds for one subscribe/renew call to a publisher
 REMEMBERED_LEASES = 4096            # leases a subscriber remembers sequence numbers for
+MIN_RENEWAL = 0.1                   # seconds between renewals at least, whatever short lease a publisher grants
 
 
 class Subscription:
@@ -108,6 +111,8 @@ class Leases:
         self.subscriptions: list[Subscription] = []
         self.by_event: dict[str, tuple[Subscription, ...]] = {}
         self.told: set[tuple[str, int, str]] = set()     # publishers holding a lease of ours
+        self.granted: dict[tuple[str, int, str], float] = {}    # publisher -> seconds its lease of ours lasts
+        self.refusal_logged_at: dict[tuple[str, int, str], float] = {}
         self.last_seq: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.deliver_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
@@ -161,7 +166,9 @@ class Leases:
     def sync(self, first: bool = False, only: set[str] | None = None) -> None:
         """Tell publishers what we want (everyone, or the routes in ``only``), in parallel."""
         wants = self.wanted()
-        for publisher in self.told - set(wants):
+        with self.lock:
+            told = set(self.told)
+        for publisher in told - set(wants):
             wants[publisher] = set()            # no longer wanted there: release the lease
         if only is not None:
             wants = {publisher: names for publisher, names in wants.items() if publisher[2] in only}
@@ -181,17 +188,34 @@ class Leases:
                                              config.get("LEASE"))
         try:
             with deadlines.timeout(SUBSCRIBE_TIMEOUT):
-                client.call(host, port, SUBSCRIPTION_KEY, payloads.subscribe_args(request), {},
-                            target=(host, port))
+                reply = client.call(host, port, SUBSCRIPTION_KEY, payloads.subscribe_args(request), {},
+                                    target=(host, port))
+        except RemoteError as exc:      # the publisher refused the lease (too many events, table full...)
+            now = time.monotonic()
+            with self.lock:
+                loud = first or now - self.refusal_logged_at.get(publisher, float("-inf")) >= FAILURE_LOG_INTERVAL
+                if loud:
+                    self.refusal_logged_at[publisher] = now
+            (log.warning if loud else log.debug)(
+                "net: could not subscribe to %s (%s events) on %s: %s: %s (retried every NET_LEASE)",
+                _some(names), f"{len(names):,}", route, exc.remote_type, exc.remote_message)
+            return
         except NetError as exc:
             (log.warning if first else log.debug)(
-                "net: could not subscribe to %s on %s: %s (retried every NET_LEASE)",
-                ", ".join(sorted(names)) or "nothing", route, exc)
+                "net: could not subscribe to %s on %s: %s (retried every NET_LEASE)", _some(names), route, exc)
             return
-        if names:
-            self.told.add(publisher)
-        else:
-            self.told.discard(publisher)
+        expires_in = payloads.parse_subscribe_expiry(reply)
+        with self.lock:
+            if names:
+                self.told.add(publisher)
+                if expires_in is None:
+                    self.granted.pop(publisher, None)
+                else:
+                    self.granted[publisher] = expires_in
+            else:
+                self.told.discard(publisher)
+                self.granted.pop(publisher, None)
+                self.refusal_logged_at.pop(publisher, None)
 
     # -- renewing ----------------------------------------------------------------------------
     def _ensure_renewer(self) -> None:
@@ -201,7 +225,7 @@ class Leases:
     def _renew_loop(self) -> None:
         """Every NET_LEASE: find publishers again (discovery) and renew every lease; exit when idle."""
         while True:
-            time.sleep(config.get("LEASE"))
+            time.sleep(self.renewal_interval())
             with self.lock:
                 subscriptions = list(self.subscriptions)
                 if not subscriptions and not self.told:
@@ -217,6 +241,16 @@ class Leases:
                 self.sync()
             except Exception:
                 log.exception("net: renewing event subscriptions failed")
+
+    def renewal_interval(self) -> float:
+        """NET_LEASE, or less when a publisher granted a shorter lease than that asked for: renewed
+        at least once per granted period (it expires after LEASES_UNTIL_EXPIRY of them)."""
+        interval: float = config.get("LEASE")
+        with self.lock:
+            shortest = min(self.granted.values(), default=None)
+        if shortest is not None:
+            interval = min(interval, max(MIN_RENEWAL, shortest / LEASES_UNTIL_EXPIRY))
+        return interval
 
     # -- receiving (a publisher's delivery batch, on a server worker thread) -----------------
     def deliver(self, meta: Any, events: Any) -> dict[str, Any]:
@@ -271,6 +305,13 @@ class Leases:
             while len(self.last_seq) > REMEMBERED_LEASES:
                 self.last_seq.popitem(last=False)
         return payloads.delivery_receipt(handled, failed, first_error)
+
+
+def _some(names: set[str], shown: int = 5) -> str:
+    """Event names for a log line: the first few, sorted, and how many more."""
+    ordered = sorted(names)
+    text = ", ".join(ordered[:shown]) or "nothing"
+    return f"{text} and {len(ordered) - shown:,} more" if len(ordered) > shown else text
 
 
 LEASES = Leases()

@@ -39,8 +39,8 @@ argument names the action::
     subscribe  ["subscribe", {"id": bin, "host": str, "port": int,    {"instance": str,
                "instance": str, "route": str, "events": [str, ...],    "lease": str | nil,
                "lease": seconds}]                                      "expires_in": seconds}
-               subscribe_args(subscribe_request(...)) /               subscribe_reply
-               parse_subscribe_request
+               subscribe_args(subscribe_request(...)) /               subscribe_reply /
+               parse_subscribe_request                                parse_subscribe_expiry
     deliver    ["deliver", {"publisher": bin, "instance": str,        {"handled": int, "failed": int,
                "to": str, "lease": str, "route": str, "seq": int},     "error": str | nil}
                [[name, args, kwargs], ...]]                           or {"unknown": true}
@@ -228,6 +228,15 @@ def subscribe_args(request: dict[str, Any]) -> list[Any]:
 def subscribe_reply(instance: str, lease: str | None, expires_in: float) -> dict[str, Any]:
     """A publisher's answer to a subscribe: its instance, the lease (None: released), its expiry."""
     return {"instance": instance, "lease": lease, "expires_in": expires_in}
+
+
+def parse_subscribe_expiry(reply: Any) -> float | None:
+    """The seconds a publisher's answer to a subscribe says the lease lasts; None if it says nothing
+    usable (an older or odd publisher: the subscriber keeps its own schedule)."""
+    expires_in = reply.get("expires_in") if isinstance(reply, Mapping) else None
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
+        return float(expires_in)
+    return None
 
 
 class SubscribeRequest(NamedTuple):
